@@ -1,0 +1,24 @@
+//! Hardware evidence for Provenix: the formats, and how to obtain them.
+//!
+//! - [`snp`]: AMD SEV-SNP attestation reports (ABI versions 2 to 5), TCB
+//!   versions, the extended-report certificate table and, behind the `guest`
+//!   feature, requests from inside a guest (configfs-tsm, `/dev/sev-guest`).
+//! - [`sim`] (feature `sim`): a simulated SNP platform with an AMD-shaped test
+//!   chain, producing byte-exact signed reports for development and CI.
+//!
+//! Parsing is pure: no I/O, no cryptography. Authenticity and policy are the
+//! verifier's business (`provenix-verifier`), which depends on this crate with
+//! no features so that it never links device code.
+
+#![cfg_attr(not(feature = "guest"), forbid(unsafe_code))]
+
+mod error;
+pub mod snp;
+
+#[cfg(feature = "sim")]
+pub mod sim;
+
+#[cfg(feature = "guest")]
+mod sys;
+
+pub use error::Error;

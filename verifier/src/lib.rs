@@ -1,0 +1,34 @@
+//! Verification of Provenix hardware evidence.
+//!
+//! Phases, one module each: parse (in `provenix-firmware`), authenticate
+//! ([`Verifier::authenticate`]: the chain to a pinned AMD root, the report
+//! signature, TCB and chip bindings), appraise ([`Policy::appraise`]: every
+//! policy check, every failure reported). Only this crate can make an
+//! [`AuthenticatedReport`] or a [`VerifiedReport`].
+//!
+//! Time, trust anchors and CRLs are parameters: the library never reads the
+//! clock or the network on its own.
+
+#![forbid(unsafe_code)]
+
+mod anchors;
+mod authenticate;
+mod crl;
+mod error;
+mod policy;
+mod x509;
+
+pub use anchors::{Root, TrustAnchors};
+pub use authenticate::{AuthenticatedReport, Verifier};
+pub use crl::Crl;
+pub use error::{CertRole, Error, Finding, Rejection};
+pub use policy::{AbiVersion, Hex, MinTcb, Policy, RootPin, Signer, SnpPolicy, VerifiedReport};
+
+/// Split a PEM bundle (or one DER certificate) into DER certificates, as
+/// `--chain` files and KDS `cert_chain` responses hold them.
+pub fn certificates_from_pem_or_der(bytes: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
+    x509::parse_pem_or_der(bytes).map_err(|reason| Error::Certificate {
+        role: CertRole::Unknown,
+        reason,
+    })
+}

@@ -1,0 +1,386 @@
+//! Appraisal: does authentic evidence meet the policy?
+//!
+//! A policy is a TOML file (documented in `docs/policy.md`). Every check
+//! runs and every failure is reported with the field, what was found and
+//! what was expected; success is a [`VerifiedReport`], which only
+//! [`Policy::appraise`] makes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use provenix_firmware::snp::{AttestationReport, GuestPolicy, Product, TcbVersion};
+use serde::Deserialize;
+
+use crate::anchors::TrustAnchors;
+use crate::authenticate::AuthenticatedReport;
+use crate::error::{CertRole, Error, Finding, Rejection};
+
+/// A verification policy for SEV-SNP evidence. Absent fields do not
+/// constrain, except where a secure default is stated.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Trust AMD's embedded roots (default true).
+    #[serde(default = "yes")]
+    pub trust_amd_roots: bool,
+    /// Further roots, by the SHA-256 of the ARK's DER: how the simulator's
+    /// root is admitted. Never implied.
+    #[serde(default)]
+    pub roots: Vec<RootPin>,
+    /// SEV-SNP report checks.
+    #[serde(default)]
+    pub snp: SnpPolicy,
+}
+
+impl Default for Policy {
+    /// AMD's roots, no other; debug and migration agents forbidden.
+    fn default() -> Self {
+        Policy {
+            trust_amd_roots: true,
+            roots: Vec::new(),
+            snp: SnpPolicy::default(),
+        }
+    }
+}
+
+/// A further trusted root.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RootPin {
+    /// A name for messages, e.g. "provenix simulator".
+    pub name: String,
+    /// The product the root anchors.
+    pub product: Product,
+    /// SHA-256 of the ARK's DER, hex.
+    pub sha256: Hex<32>,
+}
+
+/// Checks on the report's fields.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SnpPolicy {
+    /// Allow POLICY.DEBUG (default false).
+    #[serde(default)]
+    pub allow_debug: bool,
+    /// Allow POLICY.MIGRATE_MA (default false).
+    #[serde(default)]
+    pub allow_migrate_ma: bool,
+    /// Allow POLICY.SMT (default true).
+    #[serde(default = "yes")]
+    pub allow_smt: bool,
+    /// Require POLICY.SINGLE_SOCKET.
+    #[serde(default)]
+    pub require_single_socket: bool,
+    /// Highest VMPL accepted (0 is the most privileged).
+    pub max_vmpl: Option<u32>,
+    /// Lowest firmware ABI (CURRENT_MAJOR.CURRENT_MINOR), e.g. "1.55".
+    pub min_abi: Option<AbiVersion>,
+    /// Lowest CURRENT_BUILD, checked when `min_abi` is met exactly.
+    pub min_build: Option<u8>,
+    /// Products accepted.
+    pub products: Option<Vec<Product>>,
+    /// Signing keys accepted: "VCEK", "VLEK".
+    pub signers: Option<Vec<Signer>>,
+    /// Lowest REPORTED_TCB per product, per component.
+    #[serde(default)]
+    pub min_tcb: BTreeMap<Product, MinTcb>,
+    /// MEASUREMENT values accepted.
+    pub measurements: Option<Vec<Hex<48>>>,
+    /// HOST_DATA required.
+    pub host_data: Option<Hex<32>>,
+    /// REPORT_DATA required.
+    pub report_data: Option<Hex<64>>,
+    /// ID_KEY_DIGEST values accepted.
+    pub id_key_digests: Option<Vec<Hex<48>>>,
+    /// AUTHOR_KEY_DIGEST values accepted (also requires AUTHOR_KEY_EN).
+    pub author_key_digests: Option<Vec<Hex<48>>>,
+    /// Lowest GUEST_SVN.
+    pub min_guest_svn: Option<u32>,
+    /// FAMILY_ID required.
+    pub family_id: Option<Hex<16>>,
+    /// IMAGE_ID required.
+    pub image_id: Option<Hex<16>>,
+    /// CHIP_ID values accepted (a VLEK report has a zero CHIP_ID).
+    pub chip_ids: Option<Vec<Hex<64>>>,
+}
+
+impl Default for SnpPolicy {
+    fn default() -> Self {
+        SnpPolicy {
+            allow_debug: false,
+            allow_migrate_ma: false,
+            allow_smt: true,
+            require_single_socket: false,
+            max_vmpl: None,
+            min_abi: None,
+            min_build: None,
+            products: None,
+            signers: None,
+            min_tcb: BTreeMap::new(),
+            measurements: None,
+            host_data: None,
+            report_data: None,
+            id_key_digests: None,
+            author_key_digests: None,
+            min_guest_svn: None,
+            family_id: None,
+            image_id: None,
+            chip_ids: None,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A signing-key kind in a policy.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+pub enum Signer {
+    /// Versioned Chip Endorsement Key.
+    #[serde(rename = "VCEK")]
+    Vcek,
+    /// Versioned Loaded Endorsement Key.
+    #[serde(rename = "VLEK")]
+    Vlek,
+}
+
+/// Per-component minimum TCB; absent components are not constrained.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MinTcb {
+    /// FMC SPL (Turin).
+    pub fmc: Option<u8>,
+    /// Boot loader SPL.
+    pub bootloader: Option<u8>,
+    /// TEE SPL.
+    pub tee: Option<u8>,
+    /// SNP firmware SPL.
+    pub snp: Option<u8>,
+    /// Microcode SPL.
+    pub microcode: Option<u8>,
+}
+
+/// A firmware ABI version "MAJOR.MINOR".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AbiVersion {
+    /// Major.
+    pub major: u8,
+    /// Minor.
+    pub minor: u8,
+}
+
+impl<'de> Deserialize<'de> for AbiVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let parsed = s
+            .split_once('.')
+            .and_then(|(a, b)| Some(AbiVersion { major: a.parse().ok()?, minor: b.parse().ok()? }));
+        parsed.ok_or_else(|| serde::de::Error::custom(format!("ABI version {s:?} is not MAJOR.MINOR")))
+    }
+}
+
+/// Exactly `N` bytes, written as hex in the policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hex<const N: usize>(pub [u8; N]);
+
+impl<'de, const N: usize> Deserialize<'de> for Hex<N> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; N];
+        hex::decode_to_slice(s.trim(), &mut out).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "expected {N} bytes as {} hex digits, got {} characters: {e}",
+                N.saturating_mul(2),
+                s.len()
+            ))
+        })?;
+        Ok(Hex(out))
+    }
+}
+
+/// Evidence that is authentic and meets the policy. Only
+/// [`Policy::appraise`] makes one.
+#[derive(Clone, Debug)]
+pub struct VerifiedReport {
+    authenticated: AuthenticatedReport,
+}
+
+impl VerifiedReport {
+    /// The report.
+    pub fn report(&self) -> &AttestationReport {
+        self.authenticated.report()
+    }
+    /// What authentication established (product, signer, root).
+    pub fn authenticated(&self) -> &AuthenticatedReport {
+        &self.authenticated
+    }
+}
+
+impl Policy {
+    /// Parse a TOML policy, naming the field at fault on error.
+    pub fn from_toml(text: &str) -> Result<Policy, Error> {
+        toml::from_str(text).map_err(|e| Error::Policy(e.to_string()))
+    }
+
+    /// The trust anchors this policy names: AMD's (unless turned off) and
+    /// any pinned roots.
+    pub fn anchors(&self) -> Result<TrustAnchors, Error> {
+        let mut anchors = if self.trust_amd_roots {
+            TrustAnchors::amd()?
+        } else {
+            TrustAnchors::empty()
+        };
+        for pin in &self.roots {
+            anchors.add_root(pin.product, pin.sha256.0, &pin.name);
+        }
+        Ok(anchors)
+    }
+
+    /// Run every check; return the verified report or every finding.
+    pub fn appraise(&self, authenticated: AuthenticatedReport) -> Result<VerifiedReport, Rejection> {
+        let findings = self.snp.findings(&authenticated);
+        if findings.is_empty() {
+            Ok(VerifiedReport { authenticated })
+        } else {
+            Err(Rejection { findings })
+        }
+    }
+}
+
+impl SnpPolicy {
+    fn findings(&self, auth: &AuthenticatedReport) -> Vec<Finding> {
+        let r = auth.report();
+        let policy = r.policy();
+        let mut out = Vec::new();
+        let mut fail = |field: &'static str, found: String, expected: String| {
+            out.push(Finding { field, found, expected });
+        };
+
+        if policy.0 & GuestPolicy::RESERVED_ONE == 0 {
+            fail("policy", format!("{:#x} (bit 17 clear)", policy.0), "bit 17 set (reserved, must be one)".into());
+        }
+        if policy.unknown_bits() != 0 {
+            fail("policy", format!("unknown bits {:#x}", policy.unknown_bits()), "only bits 0-25".into());
+        }
+        if policy.debug() && !self.allow_debug {
+            fail("policy.debug", "1 (debugging allowed)".into(), "0".into());
+        }
+        if policy.migrate_ma() && !self.allow_migrate_ma {
+            fail("policy.migrate_ma", "1 (migration agent allowed)".into(), "0".into());
+        }
+        if policy.smt() && !self.allow_smt {
+            fail("policy.smt", "1 (SMT allowed)".into(), "0".into());
+        }
+        if self.require_single_socket && !policy.single_socket() {
+            fail("policy.single_socket", "0".into(), "1".into());
+        }
+        if let Some(max) = self.max_vmpl
+            && r.vmpl() > max
+        {
+            fail("vmpl", r.vmpl().to_string(), format!("at most {max}"));
+        }
+        let fw = r.current_version();
+        if let Some(min) = self.min_abi {
+            let have = AbiVersion { major: fw.major, minor: fw.minor };
+            if have < min {
+                fail("current_version", fw.to_string(), format!("ABI at least {}.{}", min.major, min.minor));
+            } else if have == min && self.min_build.is_some_and(|b| fw.build < b) {
+                fail("current_build", fw.build.to_string(), format!("at least {}", self.min_build.unwrap_or(0)));
+            }
+        }
+        let product = auth.product();
+        if let Some(products) = &self.products
+            && !products.contains(&product)
+        {
+            fail("product", product.to_string(), list(products.iter().map(Product::to_string)));
+        }
+        let signer = match auth.signer() {
+            CertRole::Vlek => Signer::Vlek,
+            _ => Signer::Vcek,
+        };
+        if let Some(signers) = &self.signers
+            && !signers.contains(&signer)
+        {
+            fail("signing_key", auth.signer().to_string(), list(signers.iter().map(|s| format!("{s:?}").to_uppercase())));
+        }
+        if let Some(min) = self.min_tcb.get(&product) {
+            tcb_findings(&r.reported_tcb(), min, &mut fail);
+        }
+        if let Some(allowed) = &self.measurements {
+            one_of("measurement", r.measurement(), allowed, &mut fail);
+        }
+        if let Some(want) = &self.host_data {
+            equal("host_data", r.host_data(), &want.0, &mut fail);
+        }
+        if let Some(want) = &self.report_data {
+            equal("report_data", r.report_data(), &want.0, &mut fail);
+        }
+        if let Some(allowed) = &self.id_key_digests {
+            one_of("id_key_digest", r.id_key_digest(), allowed, &mut fail);
+        }
+        if let Some(allowed) = &self.author_key_digests {
+            if !r.key_info().author_key_en() {
+                fail("author_key_en", "0".into(), "1 (an author key signed the ID block)".into());
+            }
+            one_of("author_key_digest", r.author_key_digest(), allowed, &mut fail);
+        }
+        if let Some(min) = self.min_guest_svn
+            && r.guest_svn() < min
+        {
+            fail("guest_svn", r.guest_svn().to_string(), format!("at least {min}"));
+        }
+        if let Some(want) = &self.family_id {
+            equal("family_id", r.family_id(), &want.0, &mut fail);
+        }
+        if let Some(want) = &self.image_id {
+            equal("image_id", r.image_id(), &want.0, &mut fail);
+        }
+        if let Some(allowed) = &self.chip_ids {
+            one_of("chip_id", r.chip_id(), allowed, &mut fail);
+        }
+        out
+    }
+}
+
+fn tcb_findings(have: &TcbVersion, min: &MinTcb, fail: &mut impl FnMut(&'static str, String, String)) {
+    let wanted = [
+        ("reported_tcb.fmc", have.fmc, min.fmc),
+        ("reported_tcb.bootloader", Some(have.bootloader), min.bootloader),
+        ("reported_tcb.tee", Some(have.tee), min.tee),
+        ("reported_tcb.snp", Some(have.snp), min.snp),
+        ("reported_tcb.microcode", Some(have.microcode), min.microcode),
+    ];
+    for (field, have, want) in wanted {
+        let Some(want) = want else { continue };
+        match have {
+            Some(h) if h >= want => {}
+            Some(h) => fail(field, h.to_string(), format!("at least {want}")),
+            None => fail(field, "absent (no FMC on this product)".into(), format!("at least {want}")),
+        }
+    }
+}
+
+fn equal<const N: usize>(field: &'static str, have: &[u8; N], want: &[u8; N], fail: &mut impl FnMut(&'static str, String, String)) {
+    if have != want {
+        fail(field, hex::encode(have), hex::encode(want));
+    }
+}
+
+fn one_of<const N: usize>(field: &'static str, have: &[u8; N], allowed: &[Hex<N>], fail: &mut impl FnMut(&'static str, String, String)) {
+    if !allowed.iter().any(|a| a.0 == *have) {
+        fail(field, hex::encode(have), list(allowed.iter().map(|a| hex::encode(a.0))));
+    }
+}
+
+fn list(items: impl Iterator<Item = String>) -> String {
+    let mut out = String::from("one of [");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let _ = write!(out, "{item}");
+    }
+    out.push(']');
+    out
+}

@@ -1,0 +1,237 @@
+//! Rendering reports and verdicts, for people and for machines.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use provenix_firmware::snp::{AttestationReport, PlatformInfo, TcbVersion};
+use provenix_verifier::{TrustAnchors, VerifiedReport};
+use serde_json::{Value, json};
+
+use crate::Refusal;
+
+fn tcb_json(tcb: TcbVersion) -> Value {
+    let mut v = json!({
+        "bootloader": tcb.bootloader,
+        "tee": tcb.tee,
+        "snp": tcb.snp,
+        "microcode": tcb.microcode,
+    });
+    if let (Some(fmc), Some(map)) = (tcb.fmc, v.as_object_mut()) {
+        map.insert("fmc".into(), fmc.into());
+    }
+    v
+}
+
+/// Every field, named as in the ABI spec, lower case.
+pub(crate) fn report_json(r: &AttestationReport) -> Value {
+    let p = r.policy();
+    let key = r.key_info();
+    json!({
+        "version": r.version(),
+        "product": r.product().map(|p| p.name()),
+        "guest_svn": r.guest_svn(),
+        "policy": {
+            "raw": format!("{:#x}", p.0),
+            "abi_major": p.abi_major(),
+            "abi_minor": p.abi_minor(),
+            "smt": p.smt(),
+            "migrate_ma": p.migrate_ma(),
+            "debug": p.debug(),
+            "single_socket": p.single_socket(),
+            "cxl_allow": p.cxl_allow(),
+            "mem_aes_256_xts": p.mem_aes_256_xts(),
+            "rapl_dis": p.rapl_dis(),
+            "ciphertext_hiding": p.ciphertext_hiding(),
+            "page_swap_disable": p.page_swap_disable(),
+        },
+        "family_id": hex::encode(r.family_id()),
+        "image_id": hex::encode(r.image_id()),
+        "vmpl": r.vmpl(),
+        "signature_algo": r.signature_algo(),
+        "current_tcb": tcb_json(r.current_tcb()),
+        "platform_info": {
+            "raw": format!("{:#x}", r.platform_info().0),
+            "flags": platform_flags(r.platform_info()),
+        },
+        "author_key_en": key.author_key_en(),
+        "mask_chip_key": key.mask_chip_key(),
+        "signing_key": key.signing_key().map(|k| k.to_string()).unwrap_or_default(),
+        "report_data": hex::encode(r.report_data()),
+        "measurement": hex::encode(r.measurement()),
+        "host_data": hex::encode(r.host_data()),
+        "id_key_digest": hex::encode(r.id_key_digest()),
+        "author_key_digest": hex::encode(r.author_key_digest()),
+        "report_id": hex::encode(r.report_id()),
+        "report_id_ma": hex::encode(r.report_id_ma()),
+        "reported_tcb": tcb_json(r.reported_tcb()),
+        "cpuid": r.cpuid().map(|c| json!({"family": c.family, "model": c.model, "stepping": c.stepping})),
+        "chip_id": hex::encode(r.chip_id()),
+        "committed_tcb": tcb_json(r.committed_tcb()),
+        "current_version": r.current_version().to_string(),
+        "committed_version": r.committed_version().to_string(),
+        "launch_tcb": tcb_json(r.launch_tcb()),
+        "launch_mit_vector": r.launch_mit_vector(),
+        "current_mit_vector": r.current_mit_vector(),
+        "signature": {
+            "r": hex::encode(r.signature_r()),
+            "s": hex::encode(r.signature_s()),
+        },
+    })
+}
+
+fn platform_flags(info: PlatformInfo) -> Vec<String> {
+    (0..64)
+        .filter(|&bit| info.bit(bit))
+        .map(|bit| {
+            PlatformInfo::NAMES
+                .iter()
+                .find(|(n, _)| *n == bit)
+                .map_or_else(|| format!("bit{bit}"), |(_, name)| (*name).to_owned())
+        })
+        .collect()
+}
+
+/// Every field, aligned, for a person. Long hex values wrap at 32 bytes.
+pub(crate) fn report_text(r: &AttestationReport) -> String {
+    let mut out = String::new();
+    let mut line = |name: &str, value: String| {
+        let _ = writeln!(out, "{name:<20} {value}");
+    };
+    let hexed = |bytes: &[u8]| -> String {
+        let chunks: Vec<String> = bytes.chunks(32).map(hex::encode).collect();
+        chunks.join(&format!("\n{:21}", ""))
+    };
+    let p = r.policy();
+    let key = r.key_info();
+    line("version", r.version().to_string());
+    line("product", r.product().map_or("(not in a v2 report)".into(), |p| p.to_string()));
+    if let Some(c) = r.cpuid() {
+        line("cpuid", format!("family {:#04x} model {:#04x} stepping {:#x}", c.family, c.model, c.stepping));
+    }
+    line("guest_svn", r.guest_svn().to_string());
+    let mut flags = vec![format!("abi {}.{}", p.abi_major(), p.abi_minor())];
+    for (on, name) in [
+        (p.smt(), "smt"),
+        (p.migrate_ma(), "migrate_ma"),
+        (p.debug(), "DEBUG"),
+        (p.single_socket(), "single_socket"),
+        (p.cxl_allow(), "cxl_allow"),
+        (p.mem_aes_256_xts(), "mem_aes_256_xts"),
+        (p.rapl_dis(), "rapl_dis"),
+        (p.ciphertext_hiding(), "ciphertext_hiding"),
+        (p.page_swap_disable(), "page_swap_disable"),
+    ] {
+        if on {
+            flags.push(name.into());
+        }
+    }
+    line("policy", format!("{:#x} ({})", p.0, flags.join(", ")));
+    line("family_id", hex::encode(r.family_id()));
+    line("image_id", hex::encode(r.image_id()));
+    line("vmpl", r.vmpl().to_string());
+    line("signature_algo", format!("{} (ECDSA P-384 with SHA-384)", r.signature_algo()));
+    line("platform_info", format!("{:#x} ({})", r.platform_info().0, platform_flags(r.platform_info()).join(", ")));
+    line("signing_key", key.signing_key().map(|k| k.to_string()).unwrap_or_default());
+    line("author_key_en", key.author_key_en().to_string());
+    line("mask_chip_key", key.mask_chip_key().to_string());
+    line("report_data", hexed(r.report_data()));
+    line("measurement", hexed(r.measurement()));
+    line("host_data", hexed(r.host_data()));
+    line("id_key_digest", hexed(r.id_key_digest()));
+    line("author_key_digest", hexed(r.author_key_digest()));
+    line("report_id", hexed(r.report_id()));
+    line("report_id_ma", hexed(r.report_id_ma()));
+    line("chip_id", hexed(r.chip_id()));
+    line("current_tcb", r.current_tcb().to_string());
+    line("reported_tcb", r.reported_tcb().to_string());
+    line("committed_tcb", r.committed_tcb().to_string());
+    line("launch_tcb", r.launch_tcb().to_string());
+    line("current_version", r.current_version().to_string());
+    line("committed_version", r.committed_version().to_string());
+    if let (Some(launch), Some(current)) = (r.launch_mit_vector(), r.current_mit_vector()) {
+        line("launch_mit_vector", format!("{launch:#x}"));
+        line("current_mit_vector", format!("{current:#x}"));
+    }
+    line("signature.r", hexed(r.signature_r()));
+    line("signature.s", hexed(r.signature_s()));
+    out
+}
+
+/// Print the verdict: one line, then every reason on rejection.
+pub(crate) fn print_verdict(
+    anchors: &TrustAnchors,
+    path: &Path,
+    outcome: &Result<VerifiedReport, Refusal>,
+    at: i64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let name = path.display();
+    let root_name = |fp: &[u8; 32]| {
+        anchors
+            .roots()
+            .iter()
+            .find(|r| r.fingerprint == *fp)
+            .map_or_else(String::new, |r| r.source.clone())
+    };
+    if json {
+        let value = match outcome {
+            Ok(v) => {
+                let a = v.authenticated();
+                json!({
+                    "subject": name.to_string(),
+                    "verdict": "accepted",
+                    "at": at,
+                    "product": a.product().name(),
+                    "signer": a.signer().to_string(),
+                    "root": {"sha256": hex::encode(a.root_fingerprint()), "name": root_name(a.root_fingerprint())},
+                    "vek_sha256": hex::encode(a.vek_fingerprint()),
+                    "measurement": hex::encode(v.report().measurement()),
+                    "report_data": hex::encode(v.report().report_data()),
+                    "reasons": [],
+                })
+            }
+            Err(Refusal::Authentication(e)) => json!({
+                "subject": name.to_string(),
+                "verdict": "rejected",
+                "at": at,
+                "stage": "authenticate",
+                "reasons": [{"field": "evidence", "found": e.to_string(), "expected": "authentic evidence"}],
+            }),
+            Err(Refusal::Policy(r)) => json!({
+                "subject": name.to_string(),
+                "verdict": "rejected",
+                "at": at,
+                "stage": "appraise",
+                "reasons": r.findings,
+            }),
+        };
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    match outcome {
+        Ok(v) => {
+            let a = v.authenticated();
+            let root = root_name(a.root_fingerprint());
+            println!(
+                "ACCEPTED {name}: {} report v{} signed by a {}, chain to {} root {}",
+                a.product(),
+                v.report().version(),
+                a.signer(),
+                if root.is_empty() { "a pinned" } else { root.as_str() },
+                &hex::encode(a.root_fingerprint())[..16],
+            );
+            println!("  measurement {}", hex::encode(v.report().measurement()));
+        }
+        Err(Refusal::Authentication(e)) => {
+            println!("REJECTED {name}: not authentic");
+            println!("  - {e}");
+        }
+        Err(Refusal::Policy(r)) => {
+            println!("REJECTED {name}: authentic, but against the policy");
+            for f in &r.findings {
+                println!("  - {f}");
+            }
+        }
+    }
+    Ok(())
+}
