@@ -82,7 +82,9 @@ pub enum Error {
         vmm_error: u32,
     },
     /// Another process changed the configfs-tsm report entry while we used it.
-    #[error("configfs-tsm report entry {path} was changed concurrently (generation {before} -> {after})")]
+    #[error(
+        "configfs-tsm report entry {path} was changed concurrently (generation {before} -> {after})"
+    )]
     GenerationChanged {
         /// The report entry.
         path: String,

@@ -19,8 +19,8 @@ use std::fs::File;
 use std::io;
 use std::mem::offset_of;
 
-/// `msg_version` the driver expects (sev-guest.h: "must be non-zero"; the
-/// only defined message version of MSG_REPORT_REQ is 1, ABI spec Table 24).
+/// `msg_version` of the request (sev-guest.h: "message version number (must
+/// be non-zero)"); 1 is the MSG_REPORT_REQ version Linux's own users send.
 const MSG_VERSION: u8 = 1;
 
 /// `SNP_GUEST_VMM_ERR_INVALID_LEN` (sev-guest.h): the certificate buffer of
@@ -52,12 +52,19 @@ const fn iowr(ty: u8, nr: u8, size: u32) -> u32 {
         | (nr << IOC_NRSHIFT)
 }
 
+/// The `size` field of `_IOC`: 14 bits (`_IOC_SIZEBITS`), taken from the
+/// Rust layout as the C macro takes `sizeof`.
+const fn ioc_size(size: usize) -> u32 {
+    assert!(size < 1 << 14, "ioctl argument too large for _IOC_SIZEBITS");
+    // `try_from` is not const; the assertion makes the low four bytes exact.
+    let [a, b, c, d, ..] = size.to_le_bytes();
+    u32::from_le_bytes([a, b, c, d])
+}
+
 /// `SNP_GUEST_REQ_IOC_TYPE` (sev-guest.h).
 const SNP_GUEST_REQ_IOC_TYPE: u8 = b'S';
-/// Size of `struct snp_guest_request_ioctl`, encoded in the request numbers
-/// (checked against the Rust layout by the assertion below the struct and by
-/// a unit test, since `usize` to `u32` has no const conversion).
-const GUEST_REQUEST_IOCTL_SIZE: u32 = 32;
+/// Size of `struct snp_guest_request_ioctl`, encoded in the request numbers.
+const GUEST_REQUEST_IOCTL_SIZE: u32 = ioc_size(size_of::<GuestRequestIoctl>());
 
 /// `SNP_GET_REPORT`: `_IOWR('S', 0x0, struct snp_guest_request_ioctl)`.
 pub(crate) const SNP_GET_REPORT: u32 = iowr(SNP_GUEST_REQ_IOC_TYPE, 0x0, GUEST_REQUEST_IOCTL_SIZE);
@@ -239,8 +246,8 @@ pub(crate) fn get_ext_report(
     })
 }
 
-/// Splits `exitinfo2` as sev-guest.h does: "bits[63:32]: VMM error code,
-/// bits[31:0] firmware error code".
+/// Splits `exitinfo2` as sev-guest.h does: "`bits[63:32]`: VMM error code,
+/// `bits[31:0]` firmware error code".
 fn split_exitinfo2(exitinfo2: u64) -> (u32, u32) {
     let [a, b, c, d, e, f, g, h] = exitinfo2.to_le_bytes();
     (
@@ -308,6 +315,9 @@ fn guest_request(_dev: &File, _request: u32, _arg: &mut GuestRequestIoctl) -> io
 
 #[cfg(test)]
 mod tests {
+    // A panic here is a failed test.
+    #![allow(clippy::expect_used)]
+
     use super::*;
 
     #[test]
@@ -324,10 +334,27 @@ mod tests {
         assert_eq!(size_of::<ReportResp>(), 4000);
         assert_eq!(size_of::<ExtReportReq>(), 112);
         assert_eq!(size_of::<Page>(), 4096);
-        assert_eq!(
-            usize::try_from(GUEST_REQUEST_IOCTL_SIZE).ok(),
-            Some(size_of::<GuestRequestIoctl>())
-        );
+        assert_eq!(GUEST_REQUEST_IOCTL_SIZE, 32);
+    }
+
+    /// Exercises the real ioctl(2) path on a device that is not
+    /// /dev/sev-guest: the kernel must refuse with ENOTTY and leave the
+    /// firmware and VMM codes and certs_len alone.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn ioctl_on_another_device_is_enotty() {
+        let dev = File::open("/dev/null").expect("open /dev/null");
+        let mut req = ReportReq::new([0; 64], 0);
+        let mut resp = ReportResp::ZERO;
+        let err = get_report(&dev, &mut req, &mut resp).expect_err("/dev/null has no ioctls");
+        assert_eq!(err.source.raw_os_error(), Some(libc::ENOTTY));
+        assert_eq!((err.fw_error, err.vmm_error), (0, 0));
+
+        let mut certs = vec![Page::ZERO; 2];
+        let err =
+            get_ext_report(&dev, &req, &mut certs, &mut resp).expect_err("/dev/null has no ioctls");
+        assert_eq!(err.source.raw_os_error(), Some(libc::ENOTTY));
+        assert_eq!(err.certs_len, 2 * 4096);
     }
 
     #[test]

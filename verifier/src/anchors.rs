@@ -20,24 +20,84 @@ use crate::x509::{Cert, parse_pem_or_der};
 /// recorded in `../shared/vectors/snp/amd-anchors/README.md`. A build whose
 /// embedded files differ from these refuses to start.
 const AMD_PINS: [(Product, CertRole, &str); 9] = [
-    (Product::Milan, CertRole::Ark, "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd"),
-    (Product::Milan, CertRole::Ask, "67d303bd3905fd38db8b20e0793699870e7fa612eaad5dec358293fd8c0bac1b"),
-    (Product::Milan, CertRole::Asvk, "c5e081f59b7efab1fe2f8b505e159704e72f29cab7ef7cf628a05a42439082f5"),
-    (Product::Genoa, CertRole::Ark, "4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1"),
-    (Product::Genoa, CertRole::Ask, "5464738c1546aed5f2cecf1dc98c5c960a92e8913238a61711bc90ec6e828521"),
-    (Product::Genoa, CertRole::Asvk, "197e610743a917d6b9bb982a5a9226ccc0a15b611be0619e626aca9151457372"),
-    (Product::Turin, CertRole::Ark, "1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a"),
-    (Product::Turin, CertRole::Ask, "5b77ef5fe7a7a004fd9032668fba9d0fda22f88c4442069a479636a6ae3b3185"),
-    (Product::Turin, CertRole::Asvk, "104e10a8bd060a3c20a434261a57d0588fd65a88915b4f65b08bdecaf8df1a3c"),
+    (
+        Product::Milan,
+        CertRole::Ark,
+        "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd",
+    ),
+    (
+        Product::Milan,
+        CertRole::Ask,
+        "67d303bd3905fd38db8b20e0793699870e7fa612eaad5dec358293fd8c0bac1b",
+    ),
+    (
+        Product::Milan,
+        CertRole::Asvk,
+        "c5e081f59b7efab1fe2f8b505e159704e72f29cab7ef7cf628a05a42439082f5",
+    ),
+    (
+        Product::Genoa,
+        CertRole::Ark,
+        "4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1",
+    ),
+    (
+        Product::Genoa,
+        CertRole::Ask,
+        "5464738c1546aed5f2cecf1dc98c5c960a92e8913238a61711bc90ec6e828521",
+    ),
+    (
+        Product::Genoa,
+        CertRole::Asvk,
+        "197e610743a917d6b9bb982a5a9226ccc0a15b611be0619e626aca9151457372",
+    ),
+    (
+        Product::Turin,
+        CertRole::Ark,
+        "1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a",
+    ),
+    (
+        Product::Turin,
+        CertRole::Ask,
+        "5b77ef5fe7a7a004fd9032668fba9d0fda22f88c4442069a479636a6ae3b3185",
+    ),
+    (
+        Product::Turin,
+        CertRole::Asvk,
+        "104e10a8bd060a3c20a434261a57d0588fd65a88915b4f65b08bdecaf8df1a3c",
+    ),
 ];
 
 const AMD_BUNDLES: [(Product, CertRole, &[u8]); 6] = [
-    (Product::Milan, CertRole::Ask, include_bytes!("anchors/ask_ark_milan.pem")),
-    (Product::Milan, CertRole::Asvk, include_bytes!("anchors/ask_ark_milan_vlek.pem")),
-    (Product::Genoa, CertRole::Ask, include_bytes!("anchors/ask_ark_genoa.pem")),
-    (Product::Genoa, CertRole::Asvk, include_bytes!("anchors/ask_ark_genoa_vlek.pem")),
-    (Product::Turin, CertRole::Ask, include_bytes!("anchors/ask_ark_turin_vcek.pem")),
-    (Product::Turin, CertRole::Asvk, include_bytes!("anchors/ask_ark_turin_vlek.pem")),
+    (
+        Product::Milan,
+        CertRole::Ask,
+        include_bytes!("anchors/ask_ark_milan.pem"),
+    ),
+    (
+        Product::Milan,
+        CertRole::Asvk,
+        include_bytes!("anchors/ask_ark_milan_vlek.pem"),
+    ),
+    (
+        Product::Genoa,
+        CertRole::Ask,
+        include_bytes!("anchors/ask_ark_genoa.pem"),
+    ),
+    (
+        Product::Genoa,
+        CertRole::Asvk,
+        include_bytes!("anchors/ask_ark_genoa_vlek.pem"),
+    ),
+    (
+        Product::Turin,
+        CertRole::Ask,
+        include_bytes!("anchors/ask_ark_turin_vcek.pem"),
+    ),
+    (
+        Product::Turin,
+        CertRole::Asvk,
+        include_bytes!("anchors/ask_ark_turin_vlek.pem"),
+    ),
 ];
 
 /// A root the verifier trusts for one product.
@@ -114,7 +174,9 @@ fn load_amd() -> Result<TrustAnchors, String> {
     for (product, role, pem) in AMD_BUNDLES {
         let ders = parse_pem_or_der(pem)?;
         let [intermediate, ark] = ders.as_slice() else {
-            return Err(format!("{product} {role} bundle does not hold two certificates"));
+            return Err(format!(
+                "{product} {role} bundle does not hold two certificates"
+            ));
         };
         for (der, role) in [(intermediate, role), (ark, CertRole::Ark)] {
             let cert = Cert::from_der(der, role).map_err(|e| e.to_string())?;
@@ -123,7 +185,9 @@ fn load_amd() -> Result<TrustAnchors, String> {
                 .find(|(p, r, _)| *p == product && *r == role)
                 .map(|(_, _, hex)| *hex);
             if pinned != Some(hex::encode(cert.fingerprint()).as_str()) {
-                return Err(format!("{product} {role} does not match its pinned fingerprint"));
+                return Err(format!(
+                    "{product} {role} does not match its pinned fingerprint"
+                ));
             }
             if role == CertRole::Ark {
                 if anchors.root(product, &cert.fingerprint()).is_none() {

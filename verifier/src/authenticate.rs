@@ -192,14 +192,29 @@ impl Verifier {
     }
 
     /// Build and check the chain VEK <- intermediate <- ARK.
-    fn authenticate_chain(&self, vek: &[u8], chain: &[Vec<u8>], at: i64) -> Result<Endorsement, Error> {
+    fn authenticate_chain(
+        &self,
+        vek: &[u8],
+        chain: &[Vec<u8>],
+        at: i64,
+    ) -> Result<Endorsement, Error> {
         let vek = parse_vek(vek)?;
-        let name = vek.amd.product_name.as_deref().ok_or_else(|| Error::Certificate {
-            role: vek.role,
-            reason: "no productName extension (1.3.6.1.4.1.3704.1.2)".into(),
-        })?;
+        let name = vek
+            .amd
+            .product_name
+            .as_deref()
+            .ok_or_else(|| Error::Certificate {
+                role: vek.role,
+                reason: "no productName extension (1.3.6.1.4.1.3704.1.2)".into(),
+            })?;
         let product = Product::from_kds_name(name)?;
-        if vek.role == CertRole::Vcek && vek.amd.hw_id.as_ref().is_some_and(|h| h.len() != product.hw_id_len()) {
+        if vek.role == CertRole::Vcek
+            && vek
+                .amd
+                .hw_id
+                .as_ref()
+                .is_some_and(|h| h.len() != product.hw_id_len())
+        {
             return Err(Error::Certificate {
                 role: vek.role,
                 reason: format!("hwID is not {} bytes as on {product}", product.hw_id_len()),
@@ -210,16 +225,26 @@ impl Verifier {
             .take(MAX_CANDIDATES)
             .map(|der| Cert::from_der(der, CertRole::Unknown))
             .collect::<Result<_, _>>()?;
-        let inter_role = if vek.role == CertRole::Vlek { CertRole::Asvk } else { CertRole::Ask };
+        let inter_role = if vek.role == CertRole::Vlek {
+            CertRole::Asvk
+        } else {
+            CertRole::Ask
+        };
 
         // Certificates the caller offered are the chain: when it holds an
         // intermediate (or an ARK), the embedded ones are not used in its
         // place, so a wrong chain is an error rather than silently replaced.
         let is_self_signed = |c: &Cert| c.subject == c.issuer;
         let pick = |want_root: bool| -> Vec<&Cert> {
-            let offered: Vec<&Cert> = offered.iter().filter(|c| is_self_signed(c) == want_root).collect();
+            let offered: Vec<&Cert> = offered
+                .iter()
+                .filter(|c| is_self_signed(c) == want_root)
+                .collect();
             if offered.is_empty() {
-                self.anchors.known(product).filter(|c| is_self_signed(c) == want_root).collect()
+                self.anchors
+                    .known(product)
+                    .filter(|c| is_self_signed(c) == want_root)
+                    .collect()
             } else {
                 offered
             }
@@ -254,13 +279,20 @@ impl Verifier {
                 last_err = Some(e);
                 continue;
             }
-            let arks: Vec<&Cert> = offered_arks.iter().copied().filter(|c| c.subject == inter.issuer).collect();
+            let arks: Vec<&Cert> = offered_arks
+                .iter()
+                .copied()
+                .filter(|c| c.subject == inter.issuer)
+                .collect();
             let trusted = arks
                 .iter()
                 .find(|a| self.anchors.root(product, &a.fingerprint()).is_some());
             let Some(ark) = trusted else {
                 let detail = match arks.first() {
-                    Some(a) => format!(": the chain ends at an ARK with SHA-256 {}", hex::encode(a.fingerprint())),
+                    Some(a) => format!(
+                        ": the chain ends at an ARK with SHA-256 {}",
+                        hex::encode(a.fingerprint())
+                    ),
                     None => String::new(),
                 };
                 last_err = Some(Error::UntrustedRoot { product, detail });
@@ -328,7 +360,11 @@ fn cache_key(vek: &[u8], chain: &[Vec<u8>]) -> [u8; 32] {
 impl Endorsement {
     fn check_time(&self, at: i64) -> Result<(), Error> {
         if at > self.not_after || at < self.not_before {
-            let role = if at > self.not_after { self.first_expiring } else { self.last_starting };
+            let role = if at > self.not_after {
+                self.first_expiring
+            } else {
+                self.last_starting
+            };
             return Err(Error::Expired {
                 role,
                 not_before: self.not_before,
@@ -346,7 +382,11 @@ impl Endorsement {
 fn parse_vek(der: &[u8]) -> Result<Cert, Error> {
     let mut vek = Cert::from_der(der, CertRole::Vcek)?;
     let is_vlek = vek.amd.csp_id.is_some() || vek.subject_cn == "SEV-VLEK";
-    vek.role = if is_vlek { CertRole::Vlek } else { CertRole::Vcek };
+    vek.role = if is_vlek {
+        CertRole::Vlek
+    } else {
+        CertRole::Vcek
+    };
     if is_vlek && vek.amd.hw_id.is_some() {
         return Err(Error::Certificate {
             role: vek.role,
@@ -372,14 +412,16 @@ fn parse_vek(der: &[u8]) -> Result<Cert, Error> {
 /// component in the product's layout.
 fn check_tcb(report: &AttestationReport, vek: &Cert, product: Product) -> Result<(), Error> {
     let cert: TcbVersion = vek.amd.tcb(product, vek.role)?;
+    // A v2 report names no product and was decoded in the Milan/Genoa
+    // layout, the only one v2 firmware produces; Turin firmware starts at v3.
+    if report.product().is_none() && product.has_fmc() {
+        return Err(Error::VersionProductMismatch {
+            version: report.version(),
+            cert: product,
+            role: vek.role,
+        });
+    }
     let reported = report.reported_tcb();
-    // A v2 report was decoded in the Milan/Genoa layout; re-decode it in the
-    // key's product layout so Turin is never read as Milan.
-    let reported = if report.product().is_none() {
-        TcbVersion::decode(reported.encode(provenix_firmware::snp::Product::Milan), product, "reported_tcb", 0x180)?
-    } else {
-        reported
-    };
     let pairs = reported.components().zip(cert.components());
     for ((component, have), (_, want)) in pairs {
         if have != want {

@@ -37,7 +37,10 @@ impl Crl {
         }
         let ders = parse_pem_or_der(bytes).map_err(Error::Crl)?;
         let [der] = ders.as_slice() else {
-            return Err(Error::Crl(format!("expected one CRL, found {}", ders.len())));
+            return Err(Error::Crl(format!(
+                "expected one CRL, found {}",
+                ders.len()
+            )));
         };
         let (rest, crl) = CertificateRevocationList::from_der(der)
             .map_err(|e| Error::Crl(format!("not a DER CRL: {e}")))?;
@@ -46,7 +49,9 @@ impl Crl {
         }
         let tbs = &crl.tbs_cert_list;
         if tbs.signature != crl.signature_algorithm {
-            return Err(Error::Crl("inner and outer signature algorithms differ".into()));
+            return Err(Error::Crl(
+                "inner and outer signature algorithms differ".into(),
+            ));
         }
         let SigAlg::RsaPssSha384 = sig_alg(&crl.signature_algorithm).map_err(Error::Crl)?;
         Ok(Crl {
@@ -71,7 +76,10 @@ impl Crl {
     /// CRL must be signed by the issuer and current.
     pub(crate) fn check(&self, cert: &Cert, issuer: &Cert, at: i64) -> Result<(), Error> {
         verify_rsa_pss(&issuer.key, &self.tbs, &self.signature).map_err(|()| {
-            Error::Crl(format!("signature does not verify with the {}'s key", issuer.role))
+            Error::Crl(format!(
+                "signature does not verify with the {}'s key",
+                issuer.role
+            ))
         })?;
         if at < self.this_update {
             return Err(Error::Crl(format!(

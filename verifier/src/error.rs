@@ -78,6 +78,17 @@ pub enum Error {
         /// Which certificate.
         role: CertRole,
     },
+    /// A v2 report (which names no product) with a key for a product whose
+    /// firmware never produces v2 reports.
+    #[error("a version {version} report cannot come from {cert}, which the {role} is for")]
+    VersionProductMismatch {
+        /// The report version.
+        version: u32,
+        /// The certificate's product.
+        cert: Product,
+        /// Which certificate.
+        role: CertRole,
+    },
     /// No trust anchor for the product.
     #[error("no trusted ARK for {product}{detail}")]
     UntrustedRoot {
@@ -136,7 +147,9 @@ pub enum Error {
     #[error("CRL: {0}")]
     Crl(String),
     /// The endorsement key's TCB extensions differ from REPORTED_TCB.
-    #[error("{role} was issued for {component} SPL {cert} but the report's REPORTED_TCB has {report}")]
+    #[error(
+        "{role} was issued for {component} SPL {cert} but the report's REPORTED_TCB has {report}"
+    )]
     TcbMismatch {
         /// The endorsement key.
         role: CertRole,
@@ -167,7 +180,10 @@ pub enum Error {
 pub(crate) fn fmt_time(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| format!("@{t}"))
 }
 

@@ -81,7 +81,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Inspect { report, json } => {
             let report = read_report(&report)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&show::report_json(&report))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&show::report_json(&report))?
+                );
             } else {
                 print!("{}", show::report_text(&report));
             }
@@ -98,12 +101,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => {
             let policy = match &policy {
-                Some(path) => Policy::from_toml(&read_text(path)?).with_context(|| format!("{}", path.display()))?,
+                Some(path) => Policy::from_toml(&read_text(path)?)
+                    .with_context(|| format!("{}", path.display()))?,
                 None => Policy::default(),
             };
             let mut verifier = Verifier::new(policy.anchors()?);
             for path in &crl {
-                verifier.add_crl(Crl::from_bytes(&read(path)?).with_context(|| format!("{}", path.display()))?);
+                verifier.add_crl(
+                    Crl::from_bytes(&read(path)?).with_context(|| format!("{}", path.display()))?,
+                );
             }
             let at = match at {
                 Some(t) => t,
@@ -140,21 +146,34 @@ fn verify(
     let report = decode_report(bytes)
         .map_err(Error::from)
         .map_err(Refusal::Authentication)?;
-    let vek = vek.as_deref().ok_or(Refusal::Authentication(Error::MissingVek))?;
+    let vek = vek
+        .as_deref()
+        .ok_or(Refusal::Authentication(Error::MissingVek))?;
     let auth = verifier
         .authenticate(&report, vek, chain, at)
         .map_err(Refusal::Authentication)?;
     policy.appraise(auth).map_err(Refusal::Policy)
 }
 
+/// An endorsement key (if any was given) and the chain offered with it.
+type Offered = (Option<Vec<u8>>, Vec<Vec<u8>>);
+
 /// The endorsement key and chain from `--vcek`, `--chain` and `--certs`.
 /// Explicit flags win over the certificate table.
-fn gather_certs(vcek: Option<&Path>, chain: Option<&Path>, certs: Option<&Path>) -> Result<(Option<Vec<u8>>, Vec<Vec<u8>>)> {
+fn gather_certs(
+    vcek: Option<&Path>,
+    chain: Option<&Path>,
+    certs: Option<&Path>,
+) -> Result<Offered> {
     let mut vek = None;
     let mut links = Vec::new();
     if let Some(path) = certs {
-        let table = CertTable::from_bytes(&read(path)?).with_context(|| format!("{}", path.display()))?;
-        vek = table.get(CertKind::Vcek).or(table.get(CertKind::Vlek)).map(<[u8]>::to_vec);
+        let table =
+            CertTable::from_bytes(&read(path)?).with_context(|| format!("{}", path.display()))?;
+        vek = table
+            .get(CertKind::Vcek)
+            .or(table.get(CertKind::Vlek))
+            .map(<[u8]>::to_vec);
         for kind in [CertKind::Ask, CertKind::Ark] {
             if let Some(der) = table.get(kind) {
                 links.push(der.to_vec());
@@ -165,7 +184,11 @@ fn gather_certs(vcek: Option<&Path>, chain: Option<&Path>, certs: Option<&Path>)
         let mut ders = provenix_verifier::certificates_from_pem_or_der(&read(path)?)
             .with_context(|| format!("{}", path.display()))?;
         if ders.len() != 1 {
-            bail!("{}: expected one certificate, found {}", path.display(), ders.len());
+            bail!(
+                "{}: expected one certificate, found {}",
+                path.display(),
+                ders.len()
+            );
         }
         vek = ders.pop();
     }
@@ -181,9 +204,14 @@ fn gather_certs(vcek: Option<&Path>, chain: Option<&Path>, certs: Option<&Path>)
 const MAX_INPUT: u64 = 1 << 20;
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if meta.len() > MAX_INPUT {
-        bail!("{}: {} bytes exceeds the limit of {MAX_INPUT}", path.display(), meta.len());
+        bail!(
+            "{}: {} bytes exceeds the limit of {MAX_INPUT}",
+            path.display(),
+            meta.len()
+        );
     }
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
@@ -199,8 +227,16 @@ fn read_report(path: &Path) -> Result<AttestationReport> {
 
 /// A report is raw bytes, or (as some tools write it) hex text.
 fn decode_report(bytes: &[u8]) -> Result<AttestationReport, provenix_firmware::Error> {
-    if bytes.len() != REPORT_SIZE && bytes.iter().all(|b| b.is_ascii_hexdigit() || b.is_ascii_whitespace()) {
-        let text: String = bytes.iter().filter(|b| !b.is_ascii_whitespace()).map(|&b| char::from(b)).collect();
+    if bytes.len() != REPORT_SIZE
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() || b.is_ascii_whitespace())
+    {
+        let text: String = bytes
+            .iter()
+            .filter(|b| !b.is_ascii_whitespace())
+            .map(|&b| char::from(b))
+            .collect();
         if let Ok(raw) = hex::decode(&text) {
             return AttestationReport::from_bytes(&raw);
         }

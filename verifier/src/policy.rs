@@ -173,10 +173,15 @@ pub struct AbiVersion {
 impl<'de> Deserialize<'de> for AbiVersion {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        let parsed = s
-            .split_once('.')
-            .and_then(|(a, b)| Some(AbiVersion { major: a.parse().ok()?, minor: b.parse().ok()? }));
-        parsed.ok_or_else(|| serde::de::Error::custom(format!("ABI version {s:?} is not MAJOR.MINOR")))
+        let parsed = s.split_once('.').and_then(|(a, b)| {
+            Some(AbiVersion {
+                major: a.parse().ok()?,
+                minor: b.parse().ok()?,
+            })
+        });
+        parsed.ok_or_else(|| {
+            serde::de::Error::custom(format!("ABI version {s:?} is not MAJOR.MINOR"))
+        })
     }
 }
 
@@ -238,7 +243,10 @@ impl Policy {
     }
 
     /// Run every check; return the verified report or every finding.
-    pub fn appraise(&self, authenticated: AuthenticatedReport) -> Result<VerifiedReport, Rejection> {
+    pub fn appraise(
+        &self,
+        authenticated: AuthenticatedReport,
+    ) -> Result<VerifiedReport, Rejection> {
         let findings = self.snp.findings(&authenticated);
         if findings.is_empty() {
             Ok(VerifiedReport { authenticated })
@@ -254,20 +262,36 @@ impl SnpPolicy {
         let policy = r.policy();
         let mut out = Vec::new();
         let mut fail = |field: &'static str, found: String, expected: String| {
-            out.push(Finding { field, found, expected });
+            out.push(Finding {
+                field,
+                found,
+                expected,
+            });
         };
 
         if policy.0 & GuestPolicy::RESERVED_ONE == 0 {
-            fail("policy", format!("{:#x} (bit 17 clear)", policy.0), "bit 17 set (reserved, must be one)".into());
+            fail(
+                "policy",
+                format!("{:#x} (bit 17 clear)", policy.0),
+                "bit 17 set (reserved, must be one)".into(),
+            );
         }
         if policy.unknown_bits() != 0 {
-            fail("policy", format!("unknown bits {:#x}", policy.unknown_bits()), "only bits 0-25".into());
+            fail(
+                "policy",
+                format!("unknown bits {:#x}", policy.unknown_bits()),
+                "only bits 0-25".into(),
+            );
         }
         if policy.debug() && !self.allow_debug {
             fail("policy.debug", "1 (debugging allowed)".into(), "0".into());
         }
         if policy.migrate_ma() && !self.allow_migrate_ma {
-            fail("policy.migrate_ma", "1 (migration agent allowed)".into(), "0".into());
+            fail(
+                "policy.migrate_ma",
+                "1 (migration agent allowed)".into(),
+                "0".into(),
+            );
         }
         if policy.smt() && !self.allow_smt {
             fail("policy.smt", "1 (SMT allowed)".into(), "0".into());
@@ -282,18 +306,33 @@ impl SnpPolicy {
         }
         let fw = r.current_version();
         if let Some(min) = self.min_abi {
-            let have = AbiVersion { major: fw.major, minor: fw.minor };
+            let have = AbiVersion {
+                major: fw.major,
+                minor: fw.minor,
+            };
             if have < min {
-                fail("current_version", fw.to_string(), format!("ABI at least {}.{}", min.major, min.minor));
+                fail(
+                    "current_version",
+                    fw.to_string(),
+                    format!("ABI at least {}.{}", min.major, min.minor),
+                );
             } else if have == min && self.min_build.is_some_and(|b| fw.build < b) {
-                fail("current_build", fw.build.to_string(), format!("at least {}", self.min_build.unwrap_or(0)));
+                fail(
+                    "current_build",
+                    fw.build.to_string(),
+                    format!("at least {}", self.min_build.unwrap_or(0)),
+                );
             }
         }
         let product = auth.product();
         if let Some(products) = &self.products
             && !products.contains(&product)
         {
-            fail("product", product.to_string(), list(products.iter().map(Product::to_string)));
+            fail(
+                "product",
+                product.to_string(),
+                list(products.iter().map(Product::to_string)),
+            );
         }
         let signer = match auth.signer() {
             CertRole::Vlek => Signer::Vlek,
@@ -302,7 +341,11 @@ impl SnpPolicy {
         if let Some(signers) = &self.signers
             && !signers.contains(&signer)
         {
-            fail("signing_key", auth.signer().to_string(), list(signers.iter().map(|s| format!("{s:?}").to_uppercase())));
+            fail(
+                "signing_key",
+                auth.signer().to_string(),
+                list(signers.iter().map(|s| format!("{s:?}").to_uppercase())),
+            );
         }
         if let Some(min) = self.min_tcb.get(&product) {
             tcb_findings(&r.reported_tcb(), min, &mut fail);
@@ -321,14 +364,27 @@ impl SnpPolicy {
         }
         if let Some(allowed) = &self.author_key_digests {
             if !r.key_info().author_key_en() {
-                fail("author_key_en", "0".into(), "1 (an author key signed the ID block)".into());
+                fail(
+                    "author_key_en",
+                    "0".into(),
+                    "1 (an author key signed the ID block)".into(),
+                );
             }
-            one_of("author_key_digest", r.author_key_digest(), allowed, &mut fail);
+            one_of(
+                "author_key_digest",
+                r.author_key_digest(),
+                allowed,
+                &mut fail,
+            );
         }
         if let Some(min) = self.min_guest_svn
             && r.guest_svn() < min
         {
-            fail("guest_svn", r.guest_svn().to_string(), format!("at least {min}"));
+            fail(
+                "guest_svn",
+                r.guest_svn().to_string(),
+                format!("at least {min}"),
+            );
         }
         if let Some(want) = &self.family_id {
             equal("family_id", r.family_id(), &want.0, &mut fail);
@@ -343,33 +399,63 @@ impl SnpPolicy {
     }
 }
 
-fn tcb_findings(have: &TcbVersion, min: &MinTcb, fail: &mut impl FnMut(&'static str, String, String)) {
+fn tcb_findings(
+    have: &TcbVersion,
+    min: &MinTcb,
+    fail: &mut impl FnMut(&'static str, String, String),
+) {
     let wanted = [
         ("reported_tcb.fmc", have.fmc, min.fmc),
-        ("reported_tcb.bootloader", Some(have.bootloader), min.bootloader),
+        (
+            "reported_tcb.bootloader",
+            Some(have.bootloader),
+            min.bootloader,
+        ),
         ("reported_tcb.tee", Some(have.tee), min.tee),
         ("reported_tcb.snp", Some(have.snp), min.snp),
-        ("reported_tcb.microcode", Some(have.microcode), min.microcode),
+        (
+            "reported_tcb.microcode",
+            Some(have.microcode),
+            min.microcode,
+        ),
     ];
     for (field, have, want) in wanted {
         let Some(want) = want else { continue };
         match have {
             Some(h) if h >= want => {}
             Some(h) => fail(field, h.to_string(), format!("at least {want}")),
-            None => fail(field, "absent (no FMC on this product)".into(), format!("at least {want}")),
+            None => fail(
+                field,
+                "absent (no FMC on this product)".into(),
+                format!("at least {want}"),
+            ),
         }
     }
 }
 
-fn equal<const N: usize>(field: &'static str, have: &[u8; N], want: &[u8; N], fail: &mut impl FnMut(&'static str, String, String)) {
+fn equal<const N: usize>(
+    field: &'static str,
+    have: &[u8; N],
+    want: &[u8; N],
+    fail: &mut impl FnMut(&'static str, String, String),
+) {
     if have != want {
         fail(field, hex::encode(have), hex::encode(want));
     }
 }
 
-fn one_of<const N: usize>(field: &'static str, have: &[u8; N], allowed: &[Hex<N>], fail: &mut impl FnMut(&'static str, String, String)) {
+fn one_of<const N: usize>(
+    field: &'static str,
+    have: &[u8; N],
+    allowed: &[Hex<N>],
+    fail: &mut impl FnMut(&'static str, String, String),
+) {
     if !allowed.iter().any(|a| a.0 == *have) {
-        fail(field, hex::encode(have), list(allowed.iter().map(|a| hex::encode(a.0))));
+        fail(
+            field,
+            hex::encode(have),
+            list(allowed.iter().map(|a| hex::encode(a.0))),
+        );
     }
 }
 

@@ -104,9 +104,19 @@ pub(crate) fn report_text(r: &AttestationReport) -> String {
     let p = r.policy();
     let key = r.key_info();
     line("version", r.version().to_string());
-    line("product", r.product().map_or("(not in a v2 report)".into(), |p| p.to_string()));
+    line(
+        "product",
+        r.product()
+            .map_or("(not in a v2 report)".into(), |p| p.to_string()),
+    );
     if let Some(c) = r.cpuid() {
-        line("cpuid", format!("family {:#04x} model {:#04x} stepping {:#x}", c.family, c.model, c.stepping));
+        line(
+            "cpuid",
+            format!(
+                "family {:#04x} model {:#04x} stepping {:#x}",
+                c.family, c.model, c.stepping
+            ),
+        );
     }
     line("guest_svn", r.guest_svn().to_string());
     let mut flags = vec![format!("abi {}.{}", p.abi_major(), p.abi_minor())];
@@ -129,9 +139,22 @@ pub(crate) fn report_text(r: &AttestationReport) -> String {
     line("family_id", hex::encode(r.family_id()));
     line("image_id", hex::encode(r.image_id()));
     line("vmpl", r.vmpl().to_string());
-    line("signature_algo", format!("{} (ECDSA P-384 with SHA-384)", r.signature_algo()));
-    line("platform_info", format!("{:#x} ({})", r.platform_info().0, platform_flags(r.platform_info()).join(", ")));
-    line("signing_key", key.signing_key().map(|k| k.to_string()).unwrap_or_default());
+    line(
+        "signature_algo",
+        format!("{} (ECDSA P-384 with SHA-384)", r.signature_algo()),
+    );
+    line(
+        "platform_info",
+        format!(
+            "{:#x} ({})",
+            r.platform_info().0,
+            platform_flags(r.platform_info()).join(", ")
+        ),
+    );
+    line(
+        "signing_key",
+        key.signing_key().map(|k| k.to_string()).unwrap_or_default(),
+    );
     line("author_key_en", key.author_key_en().to_string());
     line("mask_chip_key", key.mask_chip_key().to_string());
     line("report_data", hexed(r.report_data()));
@@ -217,7 +240,11 @@ pub(crate) fn print_verdict(
                 a.product(),
                 v.report().version(),
                 a.signer(),
-                if root.is_empty() { "a pinned" } else { root.as_str() },
+                if root.is_empty() {
+                    "a pinned"
+                } else {
+                    root.as_str()
+                },
                 &hex::encode(a.root_fingerprint())[..16],
             );
             println!("  measurement {}", hex::encode(v.report().measurement()));

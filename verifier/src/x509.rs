@@ -75,10 +75,14 @@ impl AmdExtensions {
     /// boot loader 3.1, TEE 3.2, SNP 3.3, microcode 3.8, FMC 3.9 (Turin).
     pub(crate) fn tcb(&self, product: Product, role: CertRole) -> Result<TcbVersion, Error> {
         let spl = |n: usize, name: &'static str| {
-            self.spl.get(n).copied().flatten().ok_or(Error::Certificate {
-                role,
-                reason: format!("missing {name} SPL extension 1.3.6.1.4.1.3704.1.3.{n}"),
-            })
+            self.spl
+                .get(n)
+                .copied()
+                .flatten()
+                .ok_or(Error::Certificate {
+                    role,
+                    reason: format!("missing {name} SPL extension 1.3.6.1.4.1.3704.1.3.{n}"),
+                })
         };
         Ok(TcbVersion {
             fmc: if product.has_fmc() {
@@ -111,10 +115,13 @@ impl Cert {
                 der.len()
             )));
         }
-        let (rest, x509) =
-            X509Certificate::from_der(der).map_err(|e| bad(format!("not a DER X.509 certificate: {e}")))?;
+        let (rest, x509) = X509Certificate::from_der(der)
+            .map_err(|e| bad(format!("not a DER X.509 certificate: {e}")))?;
         if !rest.is_empty() {
-            return Err(bad(format!("{} trailing bytes after the certificate", rest.len())));
+            return Err(bad(format!(
+                "{} trailing bytes after the certificate",
+                rest.len()
+            )));
         }
         let tbs = &x509.tbs_certificate;
         if tbs.signature != x509.signature_algorithm {
@@ -313,7 +320,9 @@ fn amd_arcs(oid: &Oid<'_>) -> Option<Vec<u64>> {
 /// some certificates wrap them in an OCTET STRING, which is unwrapped.
 fn hw_id(v: &[u8]) -> Result<Vec<u8>, String> {
     match v {
-        [0x04, len, rest @ ..] if usize::from(*len) == rest.len() && matches!(rest.len(), 8 | 64) => {
+        [0x04, len, rest @ ..]
+            if usize::from(*len) == rest.len() && matches!(rest.len(), 8 | 64) =>
+        {
             Ok(rest.to_vec())
         }
         raw if matches!(raw.len(), 8 | 64) => Ok(raw.to_vec()),

@@ -13,10 +13,15 @@
 mod chain;
 mod der;
 
-pub use chain::{ChainParams, SimChain, VekKind, sim_ark_fingerprints};
+pub use chain::{
+    ChainParams, SIM_CA_NOT_AFTER, SIM_CA_NOT_BEFORE, SIM_CSP_ID, SimChain, VekKind, ark_der,
+    ark_fingerprint, ask_der, sim_ark_fingerprints,
+};
 
 use crate::Error;
-use crate::snp::{AttestationReport, CertKind, CertTable, CertTableEntry, Product, REPORT_SIZE, TcbVersion};
+use crate::snp::{
+    AttestationReport, CertKind, CertTable, CertTableEntry, Product, REPORT_SIZE, TcbVersion,
+};
 
 /// What to put in a simulated report. `Default` is a v5 Milan report at
 /// VMPL 0 with a plausible recent TCB and no debug.
@@ -167,22 +172,31 @@ impl SimPlatform {
             return Err(Error::UnsupportedVersion(p.version));
         }
         if p.version == 2 && p.product.has_fmc() {
-            return Err(Error::Sim(format!("{} firmware does not produce v2 reports", p.product)));
+            return Err(Error::Sim(format!(
+                "{} firmware does not produce v2 reports",
+                p.product
+            )));
         }
         let signing_key: u32 = match self.chain.params().kind {
             VekKind::Vcek => 0,
             VekKind::Vlek => 1,
         };
-        let key_info = u32::from(p.author_key_en) | u32::from(p.mask_chip_key) << 1 | signing_key << 2;
+        let key_info =
+            u32::from(p.author_key_en) | u32::from(p.mask_chip_key) << 1 | signing_key << 2;
         let tcb = p.tcb.encode(p.product);
-        let mut chip_id = if p.mask_chip_key || signing_key == 1 { [0; 64] } else { p.chip_id };
+        let mut chip_id = if p.mask_chip_key || signing_key == 1 {
+            [0; 64]
+        } else {
+            p.chip_id
+        };
         if p.product.has_fmc() {
             chip_id[8..].fill(0);
         }
         let (major, minor, build) = p.firmware;
 
         let mut b = [0u8; REPORT_SIZE];
-        let mut put = |offset: usize, bytes: &[u8]| b[offset..offset + bytes.len()].copy_from_slice(bytes);
+        let mut put =
+            |offset: usize, bytes: &[u8]| b[offset..offset + bytes.len()].copy_from_slice(bytes);
         put(0x000, &p.version.to_le_bytes());
         put(0x004, &p.guest_svn.to_le_bytes());
         put(0x008, &p.policy.to_le_bytes());

@@ -46,11 +46,26 @@ pub enum CertKind {
 
 impl CertKind {
     const KNOWN: [(CertKind, [u8; 16]); 5] = [
-        (CertKind::Ark, guid(0xc0b406a4, 0xa803, 0x4952, 0x9743_3fb6014cd0ae)),
-        (CertKind::Ask, guid(0x4ab7b379, 0xbbac, 0x4fe4, 0xa02f_05aef327c782)),
-        (CertKind::Vcek, guid(0x63da758d, 0xe664, 0x4564, 0xadc5_f4b93be8accd)),
-        (CertKind::Vlek, guid(0xa8074bc2, 0xa25a, 0x483e, 0xaae6_39c045a0b8a1)),
-        (CertKind::Crl, guid(0x92f81bc3, 0x5811, 0x4d3d, 0x97ff_d19f88dc67ea)),
+        (
+            CertKind::Ark,
+            guid(0xc0b406a4, 0xa803, 0x4952, 0x9743_3fb6014cd0ae),
+        ),
+        (
+            CertKind::Ask,
+            guid(0x4ab7b379, 0xbbac, 0x4fe4, 0xa02f_05aef327c782),
+        ),
+        (
+            CertKind::Vcek,
+            guid(0x63da758d, 0xe664, 0x4564, 0xadc5_f4b93be8accd),
+        ),
+        (
+            CertKind::Vlek,
+            guid(0xa8074bc2, 0xa25a, 0x483e, 0xaae6_39c045a0b8a1),
+        ),
+        (
+            CertKind::Crl,
+            guid(0x92f81bc3, 0x5811, 0x4d3d, 0x97ff_d19f88dc67ea),
+        ),
     ];
 
     /// The kind for a GUID in table byte order.
@@ -141,9 +156,15 @@ impl CertTable {
                     headers.len()
                 )));
             };
-            let (guid, rest) = chunk.split_first_chunk::<16>().ok_or_else(|| err("short entry".into()))?;
-            let (offset, rest) = rest.split_first_chunk::<4>().ok_or_else(|| err("short entry".into()))?;
-            let length = rest.first_chunk::<4>().ok_or_else(|| err("short entry".into()))?;
+            let (guid, rest) = chunk
+                .split_first_chunk::<16>()
+                .ok_or_else(|| err("short entry".into()))?;
+            let (offset, rest) = rest
+                .split_first_chunk::<4>()
+                .ok_or_else(|| err("short entry".into()))?;
+            let length = rest
+                .first_chunk::<4>()
+                .ok_or_else(|| err("short entry".into()))?;
             let (offset, length) = (u32::from_le_bytes(*offset), u32::from_le_bytes(*length));
             if *guid == [0; 16] && offset == 0 && length == 0 {
                 break;
@@ -162,8 +183,10 @@ impl CertTable {
         let mut entries: Vec<CertTableEntry> = Vec::with_capacity(headers.len());
         for (index, (guid, offset, length)) in headers.into_iter().enumerate() {
             let kind = CertKind::from_guid(guid);
-            let start = usize::try_from(offset).map_err(|_| err(format!("entry {index} ({kind}): offset {offset} too large")))?;
-            let len = usize::try_from(length).map_err(|_| err(format!("entry {index} ({kind}): length {length} too large")))?;
+            let start = usize::try_from(offset)
+                .map_err(|_| err(format!("entry {index} ({kind}): offset {offset} too large")))?;
+            let len = usize::try_from(length)
+                .map_err(|_| err(format!("entry {index} ({kind}): length {length} too large")))?;
             if len == 0 {
                 return Err(err(format!("entry {index} ({kind}) is empty")));
             }
@@ -207,7 +230,11 @@ impl CertTable {
         for entry in &self.entries {
             table.extend_from_slice(&entry.kind.guid());
             table.extend_from_slice(&u32::try_from(offset).map_err(|_| too_big())?.to_le_bytes());
-            table.extend_from_slice(&u32::try_from(entry.data.len()).map_err(|_| too_big())?.to_le_bytes());
+            table.extend_from_slice(
+                &u32::try_from(entry.data.len())
+                    .map_err(|_| too_big())?
+                    .to_le_bytes(),
+            );
             data.extend_from_slice(&entry.data);
             offset = offset.checked_add(entry.data.len()).ok_or_else(too_big)?;
         }
@@ -317,7 +344,24 @@ mod tests {
     fn too_many_entries() {
         let entries = (0..=MAX_ENTRIES)
             .map(|i| CertTableEntry {
-                kind: CertKind::Other([u8::try_from(i % 256).unwrap(), 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]),
+                kind: CertKind::Other([
+                    u8::try_from(i % 256).unwrap(),
+                    1,
+                    2,
+                    3,
+                    4,
+                    5,
+                    6,
+                    7,
+                    8,
+                    9,
+                    10,
+                    11,
+                    12,
+                    13,
+                    14,
+                    15,
+                ]),
                 data: vec![0xAA],
             })
             .collect();

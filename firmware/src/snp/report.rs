@@ -40,43 +40,43 @@ const MAX_VERSION: u32 = 5;
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub(crate) struct ReportBody {
-    pub(crate) version: U32,             // 0x000
-    pub(crate) guest_svn: U32,           // 0x004
-    pub(crate) policy: U64,              // 0x008
-    pub(crate) family_id: [u8; 16],      // 0x010
-    pub(crate) image_id: [u8; 16],       // 0x020
-    pub(crate) vmpl: U32,                // 0x030
-    pub(crate) signature_algo: U32,      // 0x034
-    pub(crate) current_tcb: [u8; 8],     // 0x038
-    pub(crate) platform_info: U64,       // 0x040
-    pub(crate) key_info: U32,            // 0x048
-    pub(crate) reserved_04c: [u8; 4],    // 0x04C
-    pub(crate) report_data: [u8; 64],    // 0x050
-    pub(crate) measurement: [u8; 48],    // 0x090
-    pub(crate) host_data: [u8; 32],      // 0x0C0
-    pub(crate) id_key_digest: [u8; 48],  // 0x0E0
+    pub(crate) version: U32,                // 0x000
+    pub(crate) guest_svn: U32,              // 0x004
+    pub(crate) policy: U64,                 // 0x008
+    pub(crate) family_id: [u8; 16],         // 0x010
+    pub(crate) image_id: [u8; 16],          // 0x020
+    pub(crate) vmpl: U32,                   // 0x030
+    pub(crate) signature_algo: U32,         // 0x034
+    pub(crate) current_tcb: [u8; 8],        // 0x038
+    pub(crate) platform_info: U64,          // 0x040
+    pub(crate) key_info: U32,               // 0x048
+    pub(crate) reserved_04c: [u8; 4],       // 0x04C
+    pub(crate) report_data: [u8; 64],       // 0x050
+    pub(crate) measurement: [u8; 48],       // 0x090
+    pub(crate) host_data: [u8; 32],         // 0x0C0
+    pub(crate) id_key_digest: [u8; 48],     // 0x0E0
     pub(crate) author_key_digest: [u8; 48], // 0x110
-    pub(crate) report_id: [u8; 32],      // 0x140
-    pub(crate) report_id_ma: [u8; 32],   // 0x160
-    pub(crate) reported_tcb: [u8; 8],    // 0x180
-    pub(crate) cpuid_fam_id: u8,         // 0x188 (v3+)
-    pub(crate) cpuid_mod_id: u8,         // 0x189 (v3+)
-    pub(crate) cpuid_step: u8,           // 0x18A (v3+)
-    pub(crate) reserved_18b: [u8; 21],   // 0x18B
-    pub(crate) chip_id: [u8; 64],        // 0x1A0
-    pub(crate) committed_tcb: [u8; 8],   // 0x1E0
-    pub(crate) current_build: u8,        // 0x1E8
-    pub(crate) current_minor: u8,        // 0x1E9
-    pub(crate) current_major: u8,        // 0x1EA
-    pub(crate) reserved_1eb: u8,         // 0x1EB
-    pub(crate) committed_build: u8,      // 0x1EC
-    pub(crate) committed_minor: u8,      // 0x1ED
-    pub(crate) committed_major: u8,      // 0x1EE
-    pub(crate) reserved_1ef: u8,         // 0x1EF
-    pub(crate) launch_tcb: [u8; 8],      // 0x1F0
-    pub(crate) launch_mit_vector: U64,   // 0x1F8 (v5)
-    pub(crate) current_mit_vector: U64,  // 0x200 (v5)
-    pub(crate) reserved_208: [u8; 0x98], // 0x208..0x2A0
+    pub(crate) report_id: [u8; 32],         // 0x140
+    pub(crate) report_id_ma: [u8; 32],      // 0x160
+    pub(crate) reported_tcb: [u8; 8],       // 0x180
+    pub(crate) cpuid_fam_id: u8,            // 0x188 (v3+)
+    pub(crate) cpuid_mod_id: u8,            // 0x189 (v3+)
+    pub(crate) cpuid_step: u8,              // 0x18A (v3+)
+    pub(crate) reserved_18b: [u8; 21],      // 0x18B
+    pub(crate) chip_id: [u8; 64],           // 0x1A0
+    pub(crate) committed_tcb: [u8; 8],      // 0x1E0
+    pub(crate) current_build: u8,           // 0x1E8
+    pub(crate) current_minor: u8,           // 0x1E9
+    pub(crate) current_major: u8,           // 0x1EA
+    pub(crate) reserved_1eb: u8,            // 0x1EB
+    pub(crate) committed_build: u8,         // 0x1EC
+    pub(crate) committed_minor: u8,         // 0x1ED
+    pub(crate) committed_major: u8,         // 0x1EE
+    pub(crate) reserved_1ef: u8,            // 0x1EF
+    pub(crate) launch_tcb: [u8; 8],         // 0x1F0
+    pub(crate) launch_mit_vector: U64,      // 0x1F8 (v5)
+    pub(crate) current_mit_vector: U64,     // 0x200 (v5)
+    pub(crate) reserved_208: [u8; 0x98],    // 0x208..0x2A0
 }
 
 /// The signature, 0x2A0..0x4A0: ECDSA P-384 R and S as little-endian
@@ -153,7 +153,11 @@ impl AttestationReport {
                 body.cpuid_step,
             )?)
         } else {
-            zero(&[body.cpuid_fam_id, body.cpuid_mod_id, body.cpuid_step], "cpuid", 0x188)?;
+            zero(
+                &[body.cpuid_fam_id, body.cpuid_mod_id, body.cpuid_step],
+                "cpuid",
+                0x188,
+            )?;
             None
         };
 
@@ -162,8 +166,16 @@ impl AttestationReport {
         zero(&[body.reserved_1eb], "reserved", 0x1EB)?;
         zero(&[body.reserved_1ef], "reserved", 0x1EF)?;
         if version < 5 {
-            zero(body.launch_mit_vector.as_bytes(), "launch_mit_vector", 0x1F8)?;
-            zero(body.current_mit_vector.as_bytes(), "current_mit_vector", 0x200)?;
+            zero(
+                body.launch_mit_vector.as_bytes(),
+                "launch_mit_vector",
+                0x1F8,
+            )?;
+            zero(
+                body.current_mit_vector.as_bytes(),
+                "current_mit_vector",
+                0x200,
+            )?;
         }
         zero(&body.reserved_208, "reserved", 0x208)?;
 
@@ -171,8 +183,16 @@ impl AttestationReport {
         // each, and the rest of the signature area, must be zero. Checking
         // them keeps the unsigned part of the report canonical.
         let sig = &raw.signature;
-        zero(sig.r.get(48..).unwrap_or_default(), "signature.r", 0x2A0 + 48)?;
-        zero(sig.s.get(48..).unwrap_or_default(), "signature.s", 0x2E8 + 48)?;
+        zero(
+            sig.r.get(48..).unwrap_or_default(),
+            "signature.r",
+            0x2A0 + 48,
+        )?;
+        zero(
+            sig.s.get(48..).unwrap_or_default(),
+            "signature.s",
+            0x2E8 + 48,
+        )?;
         zero(&sig.reserved, "signature.reserved", 0x330)?;
 
         let report = AttestationReport {
@@ -371,7 +391,9 @@ const TCB_FIELDS: [(&str, usize); 4] = [
 ];
 
 fn low48(field: &[u8; 72]) -> &[u8; 48] {
-    let (low, _) = field.split_first_chunk::<48>().unwrap_or_else(|| unreachable!("72 > 48"));
+    let (low, _) = field
+        .split_first_chunk::<48>()
+        .unwrap_or_else(|| unreachable!("72 > 48"));
     low
 }
 
@@ -679,7 +701,13 @@ mod tests {
 
     #[test]
     fn key_info_is_checked() {
-        for (word, ok) in [(0u32, true), (1 << 2, true), (7 << 2, true), (2 << 2, false), (1 << 5, false)] {
+        for (word, ok) in [
+            (0u32, true),
+            (1 << 2, true),
+            (7 << 2, true),
+            (2 << 2, false),
+            (1 << 5, false),
+        ] {
             let mut b = minimal(3);
             b[0x48..0x4C].copy_from_slice(&word.to_le_bytes());
             assert_eq!(AttestationReport::from_bytes(&b).is_ok(), ok, "{word:#x}");

@@ -138,12 +138,7 @@ impl TcbVersion {
     ) -> Result<Self, Error> {
         let [b0, b1, b2, b3, b4, b5, b6, b7] = raw;
         if product.has_fmc() {
-            if [b4, b5, b6] != [0; 3] {
-                return Err(Error::ReservedNonZero {
-                    field,
-                    offset: offset.saturating_add(4),
-                });
-            }
+            reserved(&[b4, b5, b6], field, offset.saturating_add(4))?;
             Ok(TcbVersion {
                 fmc: Some(b0),
                 bootloader: b1,
@@ -152,12 +147,7 @@ impl TcbVersion {
                 microcode: b7,
             })
         } else {
-            if [b2, b3, b4, b5] != [0; 4] {
-                return Err(Error::ReservedNonZero {
-                    field,
-                    offset: offset.saturating_add(2),
-                });
-            }
+            reserved(&[b2, b3, b4, b5], field, offset.saturating_add(2))?;
             Ok(TcbVersion {
                 fmc: None,
                 bootloader: b0,
@@ -224,6 +214,17 @@ impl TcbVersion {
     }
 }
 
+/// Refuse a non-zero reserved byte, naming its exact offset.
+fn reserved(bytes: &[u8], field: &'static str, offset: usize) -> Result<(), Error> {
+    match bytes.iter().position(|&b| b != 0) {
+        None => Ok(()),
+        Some(at) => Err(Error::ReservedNonZero {
+            field,
+            offset: offset.saturating_add(at),
+        }),
+    }
+}
+
 impl fmt::Display for TcbVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut first = true;
@@ -278,7 +279,7 @@ mod tests {
         // Read with the Milan layout, byte 3 lands in a reserved byte.
         assert!(matches!(
             TcbVersion::decode(raw, Product::Milan, "reported_tcb", 0x180),
-            Err(Error::ReservedNonZero { offset: 0x182, .. })
+            Err(Error::ReservedNonZero { offset: 0x183, .. })
         ));
     }
 

@@ -4,7 +4,7 @@
 //! beside the repository). Where it is absent a test says so and skips; with
 //! `CI=true` it fails, so CI never passes without the vectors.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::path::PathBuf;
 
@@ -13,7 +13,8 @@ use serde_json::Value;
 
 /// Unix seconds of a `YYYY-MM-DD` date at midnight UTC.
 pub fn date(s: &str) -> i64 {
-    let d = time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).unwrap();
+    let d =
+        time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).unwrap();
     d.midnight().assume_utc().unix_timestamp()
 }
 
@@ -38,9 +39,15 @@ pub fn shared() -> Option<PathBuf> {
         return Some(dir);
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but the shared vectors are missing at {} (set PROVENIX_SHARED)", dir.display());
+        panic!(
+            "CI=true but the shared vectors are missing at {} (set PROVENIX_SHARED)",
+            dir.display()
+        );
     }
-    eprintln!("SKIP: shared vectors not found at {} (set PROVENIX_SHARED)", dir.display());
+    eprintln!(
+        "SKIP: shared vectors not found at {} (set PROVENIX_SHARED)",
+        dir.display()
+    );
     None
 }
 
@@ -58,36 +65,59 @@ impl Vector {
         self.json["signing_key"] == "VLEK"
     }
     pub fn time(&self) -> i64 {
-        if self.is_vlek() { vlek_time() } else { vcek_time() }
+        if self.is_vlek() {
+            vlek_time()
+        } else {
+            vcek_time()
+        }
     }
     pub fn product(&self) -> &str {
-        self.json["product"].as_str().unwrap().split_whitespace().next().unwrap()
+        self.json["product"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
     }
 }
 
 /// Every vector of vectors.json, loaded; `None` when the shared folder is absent.
 pub fn vectors() -> Option<Vec<Vector>> {
     let dir = shared()?.join("vectors/snp");
-    let list: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.join("vectors.json")).unwrap()).unwrap();
+    let list: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(dir.join("vectors.json")).unwrap()).unwrap();
     Some(
         list.into_iter()
             .map(|json| {
                 let file = |k: &str| dir.join(json["files"][k].as_str().unwrap());
                 let raw = std::fs::read(file("report")).unwrap();
                 // Provenance: the files are the ones vectors.json describes.
-                for (k, bytes) in [("report", raw.clone()), ("vek", std::fs::read(file("vek")).unwrap())] {
+                for (k, bytes) in [
+                    ("report", raw.clone()),
+                    ("vek", std::fs::read(file("vek")).unwrap()),
+                ] {
                     let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
-                    assert_eq!(hex::encode(digest), json["sha256"][k].as_str().unwrap(), "{} {k}", json["id"]);
+                    assert_eq!(
+                        hex::encode(digest),
+                        json["sha256"][k].as_str().unwrap(),
+                        "{} {k}",
+                        json["id"]
+                    );
                 }
                 let report_bytes = if raw.len() == 2 * 1184 || raw.len() == 2 * 1184 + 1 {
                     hex::decode(String::from_utf8(raw).unwrap().trim()).unwrap()
                 } else {
                     raw
                 };
-                let vek = provenix_verifier::certificates_from_pem_or_der(&std::fs::read(file("vek")).unwrap())
-                    .unwrap()
-                    .remove(0);
-                let chain = provenix_verifier::certificates_from_pem_or_der(&std::fs::read(file("ca_chain")).unwrap()).unwrap();
+                let vek = provenix_verifier::certificates_from_pem_or_der(
+                    &std::fs::read(file("vek")).unwrap(),
+                )
+                .unwrap()
+                .remove(0);
+                let chain = provenix_verifier::certificates_from_pem_or_der(
+                    &std::fs::read(file("ca_chain")).unwrap(),
+                )
+                .unwrap();
                 let report = AttestationReport::from_bytes(&report_bytes)
                     .unwrap_or_else(|e| panic!("{}: {e}", json["id"]));
                 Vector {
