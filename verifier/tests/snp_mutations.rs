@@ -1,6 +1,9 @@
 //! Mutations of the real vectors: each known-good report with one change,
 //! rejected with the exact error variant that change must cause.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{Vector, vectors};

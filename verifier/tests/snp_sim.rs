@@ -2,6 +2,9 @@
 //! verifier as real ones: accepted only when a policy pins the simulator's
 //! root; every binding and every policy check can fail.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use provenix_firmware::sim::{ChainParams, ReportParams, SimPlatform, VekKind, ark_fingerprint};
 use provenix_firmware::snp::{AttestationReport, CertKind, CertTable, Product, TcbVersion};
 use provenix_verifier::{CertRole, Error, Policy, Verifier};

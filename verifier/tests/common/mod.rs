@@ -4,7 +4,9 @@
 //! beside the repository). Where it is absent a test says so and skips; with
 //! `CI=true` it fails, so CI never passes without the vectors.
 
-#![allow(dead_code, unreachable_pub)]
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(dead_code, unreachable_pub)] // shared by several test binaries, each using a part
 
 use std::path::PathBuf;
 
