@@ -306,6 +306,26 @@ fn a_simulated_report_and_its_certificate_table() {
     let (code, out, _) = provenix(&["verify-report", s(&report), "--certs", s(&certs)]);
     assert_eq!(code, 1);
     assert!(out.contains("no trusted ARK for Turin"), "{out}");
+    // An AMD-style CRL revoking the ASK, given with --crl.
+    let crl = scratch.join("crl.der");
+    std::fs::write(
+        &crl,
+        provenix_firmware::sim::crl(Product::Turin, VekKind::Vcek, true, now - 60, now + 3600)
+            .unwrap(),
+    )
+    .unwrap();
+    let (code, out, _) = provenix(&[
+        "verify-report",
+        s(&report),
+        "--certs",
+        s(&certs),
+        "--policy",
+        s(&policy),
+        "--crl",
+        s(&crl),
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.contains("ASK serial 030001 is revoked"), "{out}");
     // A truncated certificate table is an error in the input.
     std::fs::write(&certs, &platform.cert_table().unwrap()[..100]).unwrap();
     let (code, _, err) = provenix(&[

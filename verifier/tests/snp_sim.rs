@@ -387,3 +387,63 @@ fn a_report_is_verified_as_received() {
     bytes[0x4A0 - 1] = 1;
     assert!(AttestationReport::from_bytes(&bytes).is_err());
 }
+
+#[test]
+fn a_crl_is_honoured() {
+    use provenix_firmware::sim::crl;
+    use provenix_verifier::Crl;
+    for kind in [VekKind::Vcek, VekKind::Vlek] {
+        let product = Product::Genoa;
+        let platform = SimPlatform::new(&chain_params(product, kind)).unwrap();
+        let report = platform.report(&report_params(5, product)).unwrap();
+        let policy = sim_policy(product, "");
+        let check = |crl_der: &[u8]| {
+            let mut verifier = Verifier::new(policy.anchors().unwrap());
+            verifier.add_crl(Crl::from_bytes(crl_der)?);
+            verifier.authenticate(
+                &report,
+                platform.chain().vek_der(),
+                &chain_of(&platform),
+                AT,
+            )
+        };
+        let role = if kind == VekKind::Vcek {
+            CertRole::Ask
+        } else {
+            CertRole::Asvk
+        };
+
+        // Current, revoking nothing: accepted.
+        check(&crl(product, kind, false, AT - 86_400, AT + 86_400).unwrap()).unwrap();
+        // Current, revoking the intermediate: refused, naming it.
+        let err = check(&crl(product, kind, true, AT - 86_400, AT + 86_400).unwrap()).unwrap_err();
+        assert!(
+            matches!(err, Error::Revoked { role: r, .. } if r == role),
+            "{kind:?}: {err}"
+        );
+        // Stale (next update due before the verification time).
+        let err =
+            check(&crl(product, kind, false, AT - 2 * 86_400, AT - 86_400).unwrap()).unwrap_err();
+        assert!(
+            matches!(err, Error::Crl(ref m) if m.contains("stale")),
+            "{kind:?}: {err}"
+        );
+        // Issued after the verification time.
+        let err =
+            check(&crl(product, kind, false, AT + 86_400, AT + 2 * 86_400).unwrap()).unwrap_err();
+        assert!(matches!(err, Error::Crl(_)), "{kind:?}: {err}");
+        // A forged CRL: one byte of the signed list changed.
+        let mut forged = crl(product, kind, false, AT - 86_400, AT + 86_400).unwrap();
+        let at = forged.len() - 600;
+        forged[at] ^= 1;
+        let err = check(&forged).unwrap_err();
+        assert!(
+            matches!(err, Error::Crl(ref m) if m.contains("signature") || m.contains("DER")),
+            "{kind:?}: {err}"
+        );
+        // Another product's CRL does not speak for this chain.
+        check(&crl(Product::Milan, kind, true, AT - 86_400, AT + 86_400).unwrap()).unwrap();
+    }
+    // Not a CRL at all.
+    assert!(matches!(Crl::from_bytes(b"not a crl"), Err(Error::Crl(_))));
+}

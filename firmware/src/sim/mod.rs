@@ -15,7 +15,7 @@ mod der;
 
 pub use chain::{
     ChainParams, SIM_CA_NOT_AFTER, SIM_CA_NOT_BEFORE, SIM_CSP_ID, SimChain, VekKind, ark_der,
-    ark_fingerprint, ask_der, sim_ark_fingerprints,
+    ark_fingerprint, ask_der, crl, sim_ark_fingerprints,
 };
 
 use crate::Error;
