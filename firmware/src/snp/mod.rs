@@ -17,3 +17,15 @@ pub use report::{
     SIGNED_RANGE, SigningKey,
 };
 pub use tcb::{Product, TcbVersion};
+
+/// Refuse a reserved range holding a non-zero byte, naming the byte's exact
+/// offset (`offset` is where `bytes` starts in the enclosing structure).
+fn zero(bytes: &[u8], field: &'static str, offset: usize) -> Result<(), crate::Error> {
+    match bytes.iter().position(|&b| b != 0) {
+        None => Ok(()),
+        Some(at) => Err(crate::Error::ReservedNonZero {
+            field,
+            offset: offset.saturating_add(at),
+        }),
+    }
+}

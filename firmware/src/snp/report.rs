@@ -24,6 +24,7 @@ use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::tcb::{Product, TcbVersion};
+use super::zero;
 use crate::Error;
 
 /// Size of every supported report version (ABI spec Table 23).
@@ -395,16 +396,6 @@ fn low48(field: &[u8; 72]) -> &[u8; 48] {
         .split_first_chunk::<48>()
         .unwrap_or_else(|| unreachable!("72 > 48"));
     low
-}
-
-fn zero(bytes: &[u8], field: &'static str, offset: usize) -> Result<(), Error> {
-    match bytes.iter().position(|&b| b != 0) {
-        None => Ok(()),
-        Some(at) => Err(Error::ReservedNonZero {
-            field,
-            offset: offset.saturating_add(at),
-        }),
-    }
 }
 
 /// CPUID family, model and stepping from a v3+ report.

@@ -138,7 +138,7 @@ impl TcbVersion {
     ) -> Result<Self, Error> {
         let [b0, b1, b2, b3, b4, b5, b6, b7] = raw;
         if product.has_fmc() {
-            reserved(&[b4, b5, b6], field, offset.saturating_add(4))?;
+            super::zero(&[b4, b5, b6], field, offset.saturating_add(4))?;
             Ok(TcbVersion {
                 fmc: Some(b0),
                 bootloader: b1,
@@ -147,7 +147,7 @@ impl TcbVersion {
                 microcode: b7,
             })
         } else {
-            reserved(&[b2, b3, b4, b5], field, offset.saturating_add(2))?;
+            super::zero(&[b2, b3, b4, b5], field, offset.saturating_add(2))?;
             Ok(TcbVersion {
                 fmc: None,
                 bootloader: b0,
@@ -211,17 +211,6 @@ impl TcbVersion {
             && self.tee >= min.tee
             && self.snp >= min.snp
             && self.microcode >= min.microcode
-    }
-}
-
-/// Refuse a non-zero reserved byte, naming its exact offset.
-fn reserved(bytes: &[u8], field: &'static str, offset: usize) -> Result<(), Error> {
-    match bytes.iter().position(|&b| b != 0) {
-        None => Ok(()),
-        Some(at) => Err(Error::ReservedNonZero {
-            field,
-            offset: offset.saturating_add(at),
-        }),
     }
 }
 
