@@ -220,9 +220,17 @@ impl Verifier {
                 reason: format!("hwID is not {} bytes as on {product}", product.hw_id_len()),
             });
         }
+        if chain.len() > MAX_CANDIDATES {
+            return Err(Error::Certificate {
+                role: CertRole::Unknown,
+                reason: format!(
+                    "{} certificates offered; at most {MAX_CANDIDATES} are considered",
+                    chain.len()
+                ),
+            });
+        }
         let offered: Vec<Cert> = chain
             .iter()
-            .take(MAX_CANDIDATES)
             .map(|der| Cert::from_der(der, CertRole::Unknown))
             .collect::<Result<_, _>>()?;
         let inter_role = if vek.role == CertRole::Vlek {
@@ -253,7 +261,6 @@ impl Verifier {
         let intermediates: Vec<&Cert> = offered_intermediates
             .into_iter()
             .filter(|c| c.subject == vek.issuer)
-            .take(MAX_CANDIDATES)
             .collect();
         if chain.is_empty() && self.anchors.known(product).next().is_none() {
             return Err(Error::UntrustedRoot {
