@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
     assert!(table.entries().len() <= MAX_ENTRIES);
 
     for entry in table.entries() {
-        assert!(!entry.data.is_empty(), "empty {} entry accepted", entry.kind);
+        assert!(
+            !entry.data.is_empty(),
+            "empty {} entry accepted",
+            entry.kind
+        );
         // A GUID maps to a kind and back, and a kind appears once.
         assert_eq!(CertKind::from_guid(entry.kind.guid()), entry.kind);
         assert_eq!(

@@ -25,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(report.signature_algo(), 1);
     let key_info = report.key_info();
     let signing_key = key_info.signing_key();
-    assert!(signing_key.is_ok(), "{signing_key:?} after a successful parse");
+    assert!(
+        signing_key.is_ok(),
+        "{signing_key:?} after a successful parse"
+    );
     let _ = (key_info.author_key_en(), key_info.mask_chip_key());
 
     // CPUID and product: present from v3 on, and they agree.

@@ -181,6 +181,7 @@ impl CertTable {
             .ok_or_else(|| err("table size overflows".into()))?;
 
         let mut entries: Vec<CertTableEntry> = Vec::with_capacity(headers.len());
+        let mut spans: Vec<(usize, usize)> = Vec::with_capacity(headers.len());
         for (index, (guid, offset, length)) in headers.into_iter().enumerate() {
             let kind = CertKind::from_guid(guid);
             let start = usize::try_from(offset)
@@ -207,6 +208,16 @@ impl CertTable {
             if entries.iter().any(|e| e.kind.guid() == guid) {
                 return Err(err(format!("entry {index}: {kind} appears twice")));
             }
+            // Entries must not share bytes: each certificate is its own blob,
+            // and a table re-encoded from what was accepted must stay within
+            // the size limit (one blob claimed twice would be written twice).
+            let end = start.saturating_add(len);
+            if let Some(other) = spans.iter().position(|&(s, e)| start < e && s < end) {
+                return Err(err(format!(
+                    "entry {index} ({kind}) overlaps entry {other}"
+                )));
+            }
+            spans.push((start, end));
             entries.push(CertTableEntry {
                 kind,
                 data: data.to_vec(),
@@ -331,6 +342,14 @@ mod tests {
                 b
             }),
             ("oversized", vec![0; MAX_TABLE_SIZE + 1]),
+            ("overlapping entries", {
+                // Found by the cert_table fuzz target's round trip: two GUIDs
+                // naming one blob would re-encode to twice its size.
+                let mut b = good.clone();
+                let first_offset = b[16..20].to_vec();
+                b[24 + 16..24 + 20].copy_from_slice(&first_offset);
+                b
+            }),
         ];
         for (name, bytes) in cases {
             assert!(
