@@ -1,9 +1,21 @@
 //! Expected measurements, recomputed from boot artifacts.
 //!
-//! This crate will hold the SEV-SNP launch-digest calculation (OVMF metadata,
-//! kernel hashes, VMSA per vCPU), TPM PCR prediction and the reference-value
-//! manifests that tie a worker's source commit to its expected values
-//! (issues 3 and 6). It is a workspace member now so the dependency direction
-//! `verifier -> measurements` is fixed from the start.
+//! - [`snp`]: the AMD SEV-SNP launch digest (the attestation report's
+//!   MEASUREMENT) from an OVMF image, the kernel, initrd and command line of
+//!   a measured direct boot, and the vCPUs; byte for byte what the reference
+//!   tool `sev-snp-measure` 0.0.13 computes. Also the SEV and SEV-ES launch
+//!   digests and COCONUT-SVSM launches, which that tool offers too.
+//!
+//! TPM PCR prediction and the reference-value manifests that tie a worker's
+//! source commit to its expected values follow (issues 3 and 6).
+//!
+//! Inputs are untrusted: a malformed firmware image is an [`Error`] that
+//! says what is wrong and where, never a panic.
 
 #![forbid(unsafe_code)]
+
+mod error;
+mod hex;
+pub mod snp;
+
+pub use error::Error;

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use provenix_firmware::snp::{AttestationReport, CertKind, CertTable, REPORT_SIZE};
 use provenix_verifier::{Crl, Error, Policy, Verifier};
 
+mod measure;
 mod show;
 
 /// Verify Provenix hardware evidence.
@@ -63,6 +64,11 @@ enum Command {
         /// Print JSON for machines.
         #[arg(long)]
         json: bool,
+    },
+    /// Compute expected measurements from boot artifacts.
+    Measure {
+        #[command(subcommand)]
+        what: measure::MeasureCommand,
     },
 }
 
@@ -124,6 +130,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Err(_) => ExitCode::from(1),
             })
         }
+        Command::Measure { what } => measure::run(what),
     }
 }
 
