@@ -174,6 +174,97 @@ pub enum Error {
     /// A policy file could not be read or is invalid.
     #[error("policy: {0}")]
     Policy(String),
+    /// A Merkle hash (leaf, node or root) received is not 32 bytes.
+    #[error("{what}: a SHA-256 hash is 32 bytes, found {len}")]
+    HashLength {
+        /// Which field.
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// An inclusion proof does not verify (RFC 9162 section 2.1.3.2).
+    #[error("inclusion proof of leaf {index} in a tree of {size}: {reason}")]
+    InclusionProof {
+        /// The leaf index.
+        index: u64,
+        /// The tree size.
+        size: u64,
+        /// What failed.
+        reason: crate::merkle::ProofFailure,
+    },
+    /// A consistency proof does not verify (RFC 9162 section 2.1.4.2).
+    #[error("consistency proof from a tree of {size1} to one of {size2}: {reason}")]
+    ConsistencyProof {
+        /// The older tree size.
+        size1: u64,
+        /// The newer tree size.
+        size2: u64,
+        /// What failed.
+        reason: crate::merkle::ProofFailure,
+    },
+    /// A subtree inclusion proof does not verify
+    /// (draft-ietf-plants-merkle-tree-certs, "Subtree Inclusion Proofs").
+    #[error("inclusion proof of leaf {index} in the subtree [{start}, {end}): {reason}")]
+    SubtreeInclusionProof {
+        /// The leaf index.
+        index: u64,
+        /// The subtree's first leaf.
+        start: u64,
+        /// One past the subtree's last leaf.
+        end: u64,
+        /// What failed.
+        reason: crate::merkle::ProofFailure,
+    },
+    /// A subtree consistency proof does not verify
+    /// (draft-ietf-plants-merkle-tree-certs, "Subtree Consistency Proofs").
+    #[error("consistency proof of the subtree [{start}, {end}) in a tree of {size}: {reason}")]
+    SubtreeConsistencyProof {
+        /// The subtree's first leaf.
+        start: u64,
+        /// One past the subtree's last leaf.
+        end: u64,
+        /// The tree size.
+        size: u64,
+        /// What failed.
+        reason: crate::merkle::ProofFailure,
+    },
+    /// A checkpoint is not a well-formed signed note (c2sp.org/signed-note,
+    /// c2sp.org/tlog-checkpoint).
+    #[error("checkpoint line {line}: {reason}")]
+    Checkpoint {
+        /// The line, from 1; 0 for the note as a whole.
+        line: usize,
+        /// What is wrong with it.
+        reason: crate::checkpoint::CheckpointFailure,
+    },
+    /// A note verifier key (`<name>+<hex key ID>+<base64 key>`) or key name
+    /// is malformed.
+    #[error("note verifier key: {reason}")]
+    VerifierKey {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No signature on the checkpoint is by the key asked for.
+    #[error("checkpoint carries no signature by {key}")]
+    CheckpointUnsigned {
+        /// The key's name and ID, `<name>+<hex key ID>`.
+        key: String,
+    },
+    /// A signature by the key asked for does not verify: the whole note is
+    /// refused (c2sp.org/signed-note, "Signatures").
+    #[error("checkpoint signature by {key} does not verify")]
+    CheckpointSignature {
+        /// The key's name and ID, `<name>+<hex key ID>`.
+        key: String,
+    },
+    /// The checkpoint is for another log.
+    #[error("checkpoint origin is {found:?}, expected {expected:?}")]
+    CheckpointOrigin {
+        /// The origin asked for.
+        expected: String,
+        /// The checkpoint's origin line.
+        found: String,
+    },
 }
 
 /// An RFC 3339 rendering of a unix time, for messages.

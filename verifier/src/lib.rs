@@ -13,15 +13,26 @@
 
 mod anchors;
 mod authenticate;
+mod checkpoint;
 mod crl;
 mod error;
+mod merkle;
 mod policy;
 mod x509;
 
 pub use anchors::{Root, TrustAnchors};
 pub use authenticate::{AuthenticatedReport, Verifier};
+pub use checkpoint::{
+    Checkpoint, CheckpointFailure, MAX_EXTENSION_LINES, MAX_LINE_LEN, MAX_NOTE_LEN, MAX_SIGNATURES,
+    VerifiedCheckpoint, VerifierKey, signature_line, verify_checkpoint,
+};
 pub use crl::Crl;
 pub use error::{CertRole, Error, Finding, Rejection};
+pub use merkle::{
+    EMPTY_ROOT, Hash, MAX_CONSISTENCY_PROOF, MAX_INCLUSION_PROOF, ProofFailure, hash_from_slice,
+    leaf_hash, node_hash, root_from_consistency, root_from_inclusion, verify_consistency,
+    verify_inclusion, verify_subtree_consistency, verify_subtree_inclusion,
+};
 pub use policy::{AbiVersion, Hex, MinTcb, Policy, RootPin, Signer, SnpPolicy, VerifiedReport};
 
 /// Split a PEM bundle (or one DER certificate) into DER certificates, as
