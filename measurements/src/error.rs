@@ -294,6 +294,10 @@ pub enum Error {
     /// implemented (as in the reference tool).
     #[error("SVSM mode is only implemented for QEMU, not {0}")]
     SvsmVmm(crate::snp::VmmType),
+    // -- reference-value manifests --
+    /// A manifest or image description is invalid.
+    #[error("reference values: {0}")]
+    Manifest(String),
 }
 
 fn missing_entry(name: &str, guid: &Guid, table_present: bool) -> String {

@@ -6,8 +6,11 @@
 //!   tool `sev-snp-measure` 0.0.13 computes. Also the SEV and SEV-ES launch
 //!   digests and COCONUT-SVSM launches, which that tool offers too.
 //!
-//! TPM PCR prediction and the reference-value manifests that tie a worker's
-//! source commit to its expected values follow (issues 3 and 6).
+//! - [`manifest`]: reference-value manifests, which tie a worker's source
+//!   commit to its expected values on every platform shape it is deployed
+//!   with; computed from a description of the image.
+//!
+//! TPM PCR prediction follows (issue 6).
 //!
 //! Inputs are untrusted: a malformed firmware image is an [`Error`] that
 //! says what is wrong and where, never a panic.
@@ -16,6 +19,7 @@
 
 mod error;
 mod hex;
+pub mod manifest;
 pub mod snp;
 
 pub use error::Error;

@@ -33,7 +33,9 @@ pub use merkle::{
     leaf_hash, node_hash, root_from_consistency, root_from_inclusion, verify_consistency,
     verify_inclusion, verify_subtree_consistency, verify_subtree_inclusion,
 };
-pub use policy::{AbiVersion, Hex, MinTcb, Policy, RootPin, Signer, SnpPolicy, VerifiedReport};
+pub use policy::{
+    AbiVersion, Hex, MinTcb, Policy, ReferenceMatch, RootPin, Signer, SnpPolicy, VerifiedReport,
+};
 
 /// Split a PEM bundle (or one DER certificate) into DER certificates, as
 /// `--chain` files and KDS `cert_chain` responses hold them.

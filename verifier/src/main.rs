@@ -107,8 +107,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => {
             let policy = match &policy {
-                Some(path) => Policy::from_toml(&read_text(path)?)
-                    .with_context(|| format!("{}", path.display()))?,
+                Some(path) => {
+                    read(path)?; // the size limit and a clear message for a missing file
+                    Policy::load(path)?
+                }
                 None => Policy::default(),
             };
             let mut verifier = Verifier::new(policy.anchors()?);
@@ -221,10 +223,6 @@ fn read(path: &Path) -> Result<Vec<u8>> {
         );
     }
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-}
-
-fn read_text(path: &Path) -> Result<String> {
-    String::from_utf8(read(path)?).with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
 fn read_report(path: &Path) -> Result<AttestationReport> {

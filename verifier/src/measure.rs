@@ -38,6 +38,20 @@ pub(crate) enum MeasureCommand {
     /// the inputs are refused, 2 on a usage error.
     #[command(infer_long_args = true, args_override_self = true)]
     Snp(Box<SnpArgs>),
+    /// Write a reference-value manifest (docs/reference-values.md): the
+    /// expected measurements of an image, computed from a description of
+    /// its artifacts and deployment shapes (TOML).
+    Manifest {
+        /// The image description; its paths are relative to it.
+        #[arg(long)]
+        description: PathBuf,
+        /// The source commit (overrides the description's).
+        #[arg(long)]
+        commit: Option<String>,
+        /// Where to write the manifest (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// The options of `sev-snp-measure` 0.0.13, same names and meaning, and
@@ -172,6 +186,22 @@ pub(crate) fn run(command: MeasureCommand) -> Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         },
+        MeasureCommand::Manifest {
+            description,
+            commit,
+            out,
+        } => {
+            use provenix_measurements::manifest::{ImageDescription, describe};
+            let desc = ImageDescription::read(&description)?;
+            let base = description.parent().unwrap_or(Path::new("."));
+            let manifest = describe(&desc, base, commit.as_deref())?;
+            match out {
+                Some(path) => std::fs::write(&path, manifest.to_json())
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => print!("{}", manifest.to_json()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -7,8 +7,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 use provenix_firmware::snp::{AttestationReport, GuestPolicy, Product, TcbVersion};
+use provenix_measurements::manifest::{Manifest, SnpReference};
 use serde::Deserialize;
 
 use crate::anchors::TrustAnchors;
@@ -102,6 +104,16 @@ pub struct SnpPolicy {
     pub image_id: Option<Hex<16>>,
     /// CHIP_ID values accepted (a VLEK report has a zero CHIP_ID).
     pub chip_ids: Option<Vec<Hex<64>>>,
+    /// Reference-value manifests (docs/reference-values.md): MEASUREMENT
+    /// must be one they list. Paths are relative to the policy file.
+    #[serde(default)]
+    pub reference_values: Vec<PathBuf>,
+    /// Source commits accepted; with `reference_values`, only these
+    /// commits' manifests count.
+    pub accepted_commits: Option<Vec<String>>,
+    /// The manifests `reference_values` names, once loaded.
+    #[serde(skip)]
+    pub manifests: Vec<Manifest>,
 }
 
 impl Default for SnpPolicy {
@@ -126,6 +138,9 @@ impl Default for SnpPolicy {
             family_id: None,
             image_id: None,
             chip_ids: None,
+            reference_values: Vec::new(),
+            accepted_commits: None,
+            manifests: Vec::new(),
         }
     }
 }
@@ -209,6 +224,17 @@ impl<'de, const N: usize> Deserialize<'de> for Hex<N> {
 #[derive(Clone, Debug)]
 pub struct VerifiedReport {
     authenticated: AuthenticatedReport,
+    reference: Option<ReferenceMatch>,
+}
+
+/// The reference value a measurement matched: which commit's image, in
+/// which deployment shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReferenceMatch {
+    /// The worker source commit of the manifest.
+    pub commit: String,
+    /// The shape (VMM, vCPUs) whose launch digest matched.
+    pub shape: SnpReference,
 }
 
 impl VerifiedReport {
@@ -220,12 +246,46 @@ impl VerifiedReport {
     pub fn authenticated(&self) -> &AuthenticatedReport {
         &self.authenticated
     }
+    /// The reference value the measurement matched, when the policy names
+    /// manifests.
+    pub fn reference(&self) -> Option<&ReferenceMatch> {
+        self.reference.as_ref()
+    }
 }
 
 impl Policy {
-    /// Parse a TOML policy, naming the field at fault on error.
+    /// Parse a TOML policy, naming the field at fault on error. Manifests
+    /// it names are read relative to the current directory; use
+    /// [`Policy::load`] for a policy file.
     pub fn from_toml(text: &str) -> Result<Policy, Error> {
-        toml::from_str(text).map_err(|e| Error::Policy(e.to_string()))
+        Self::from_toml_in(text, Path::new("."))
+    }
+
+    /// Read a policy file; the manifests it names are relative to it.
+    pub fn load(path: &Path) -> Result<Policy, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Policy(format!("{}: {e}", path.display())))?;
+        Self::from_toml_in(&text, path.parent().unwrap_or(Path::new(".")))
+            .map_err(|e| Error::Policy(format!("{}: {e}", path.display())))
+    }
+
+    fn from_toml_in(text: &str, base: &Path) -> Result<Policy, Error> {
+        let mut policy: Policy = toml::from_str(text).map_err(|e| Error::Policy(e.to_string()))?;
+        let snp = &mut policy.snp;
+        snp.manifests = snp
+            .reference_values
+            .iter()
+            .map(|p| Manifest::read(&base.join(p)).map_err(|e| Error::Policy(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        if let Some(commits) = &snp.accepted_commits
+            && !snp.manifests.is_empty()
+            && !snp.manifests.iter().any(|m| commits.contains(&m.commit))
+        {
+            return Err(Error::Policy(
+                "no reference-value manifest is for an accepted commit".into(),
+            ));
+        }
+        Ok(policy)
     }
 
     /// The trust anchors this policy names: AMD's (unless turned off) and
@@ -247,9 +307,13 @@ impl Policy {
         &self,
         authenticated: AuthenticatedReport,
     ) -> Result<VerifiedReport, Rejection> {
-        let findings = self.snp.findings(&authenticated);
+        let mut findings = self.snp.findings(&authenticated);
+        let reference = self.snp.reference(&authenticated, &mut findings);
         if findings.is_empty() {
-            Ok(VerifiedReport { authenticated })
+            Ok(VerifiedReport {
+                authenticated,
+                reference,
+            })
         } else {
             Err(Rejection { findings })
         }
@@ -257,6 +321,55 @@ impl Policy {
 }
 
 impl SnpPolicy {
+    /// With manifests: the one that lists this MEASUREMENT for an accepted
+    /// commit, or a finding saying none does.
+    fn reference(
+        &self,
+        auth: &AuthenticatedReport,
+        findings: &mut Vec<Finding>,
+    ) -> Option<ReferenceMatch> {
+        if self.manifests.is_empty() {
+            return None;
+        }
+        let accepted = |m: &&Manifest| {
+            self.accepted_commits
+                .as_ref()
+                .is_none_or(|c| c.contains(&m.commit))
+        };
+        let measurement = auth.report().measurement();
+        let found = self
+            .manifests
+            .iter()
+            .filter(accepted)
+            .find_map(|m| m.snp_reference(measurement).map(|r| (m, r)));
+        if let Some((m, r)) = found {
+            return Some(ReferenceMatch {
+                commit: m.commit.clone(),
+                shape: r.clone(),
+            });
+        }
+        let commits = self
+            .manifests
+            .iter()
+            .filter(accepted)
+            .map(|m| m.commit.clone());
+        let shapes: usize = self
+            .manifests
+            .iter()
+            .filter(accepted)
+            .map(|m| m.snp.len())
+            .sum();
+        findings.push(Finding {
+            field: "measurement",
+            found: hex::encode(measurement),
+            expected: format!(
+                "a reference value of commit {} ({shapes} shapes)",
+                list(commits)
+            ),
+        });
+        None
+    }
+
     fn findings(&self, auth: &AuthenticatedReport) -> Vec<Finding> {
         let r = auth.report();
         let policy = r.policy();

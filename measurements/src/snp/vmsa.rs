@@ -25,7 +25,7 @@
 use core::fmt;
 use core::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -33,7 +33,7 @@ use super::ovmf::PAGE_SIZE;
 
 /// The VMM that launches the guest. Each sets up the initial vCPU state and
 /// some metadata pages a little differently.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum VmmType {
     /// QEMU with KVM.
