@@ -8,4 +8,5 @@
 #![forbid(unsafe_code)]
 
 pub mod log;
+pub mod nar;
 pub mod platform;
