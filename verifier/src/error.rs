@@ -265,6 +265,14 @@ pub enum Error {
         /// The checkpoint's origin line.
         found: String,
     },
+    /// A statement is malformed: not deterministic CBOR, a missing or
+    /// unknown field, a wrong type, or a COSE envelope we do not accept.
+    #[error("statement: {0}")]
+    Statement(String),
+    /// A statement's COSE_Sign1 signature does not verify with the worker
+    /// key it names.
+    #[error("statement signature does not verify with the worker key it names")]
+    StatementSignature,
 }
 
 /// An RFC 3339 rendering of a unix time, for messages.

@@ -18,6 +18,7 @@ mod crl;
 mod error;
 mod merkle;
 mod policy;
+mod statement;
 mod x509;
 
 pub use anchors::{Root, TrustAnchors};
@@ -35,6 +36,10 @@ pub use merkle::{
 };
 pub use policy::{
     AbiVersion, Hex, MinTcb, Policy, ReferenceMatch, RootPin, Signer, SnpPolicy, VerifiedReport,
+};
+pub use statement::{
+    MAX_REFERENCES, MAX_STATEMENT_SIZE, STATEMENT_CONTENT_TYPE, STATEMENT_VERSION, Statement,
+    Subject,
 };
 
 /// Split a PEM bundle (or one DER certificate) into DER certificates, as

@@ -1,0 +1,429 @@
+//! Statements: what a worker says it built, in deterministic CBOR
+//! (RFC 8949 section 4.2.1), signed as COSE_Sign1 (RFC 9052 section 4.2)
+//! with EdDSA (Ed25519, RFC 8032).
+//!
+//! A statement is a CBOR map with small unsigned integer keys, in ascending
+//! order, every value in its shortest form and of definite length. Decoding
+//! is strict: an unknown key, a missing required key, a wrong type or any
+//! encoding that is not the deterministic one is refused, so the bytes that
+//! were signed are the only bytes that describe a statement.
+
+use ciborium::Value;
+use coset::{CborSerializable, CoseSign1, CoseSign1Builder, HeaderBuilder, iana};
+use ring::signature::{ED25519, Ed25519KeyPair, UnparsedPublicKey};
+
+use crate::error::Error;
+
+/// The statement format version this code writes and reads.
+pub const STATEMENT_VERSION: u64 = 1;
+/// The COSE content type of a statement payload.
+pub const STATEMENT_CONTENT_TYPE: &str = "application/vnd.provenix.statement+cbor";
+/// Largest encoded statement accepted: a store path with thousands of
+/// references stays far below it.
+pub const MAX_STATEMENT_SIZE: usize = 1 << 20;
+/// Most references accepted in one statement.
+pub const MAX_REFERENCES: usize = 65_536;
+
+/// What a statement is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subject {
+    /// A Nix store path; the digest is the SHA-256 of its NAR serialisation.
+    StorePath(String),
+    /// A file a CI job produced, by name; the digest is the SHA-256 of its
+    /// bytes.
+    File(String),
+}
+
+/// A worker's claim about one output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statement {
+    /// The output.
+    pub subject: Subject,
+    /// SHA-256 of the NAR (store path) or of the bytes (file).
+    pub sha256: [u8; 32],
+    /// NAR size or file size, in bytes.
+    pub size: u64,
+    /// Store paths the output refers to, sorted, without duplicates.
+    pub references: Vec<String>,
+    /// The derivation that produced it, if known.
+    pub deriver: Option<String>,
+    /// The worker's Ed25519 public key.
+    pub worker_key: [u8; 32],
+    /// The worker's source commit (hex).
+    pub source_commit: String,
+    /// Position in the worker's log; absent in direct mode.
+    pub log_index: Option<u64>,
+    /// When the statement was made, unix seconds.
+    pub time: i64,
+}
+
+// Map keys, in the ascending order the encoding requires.
+const K_VERSION: u64 = 1;
+const K_SUBJECT_KIND: u64 = 2;
+const K_SUBJECT: u64 = 3;
+const K_SHA256: u64 = 4;
+const K_SIZE: u64 = 5;
+const K_REFERENCES: u64 = 6;
+const K_DERIVER: u64 = 7;
+const K_WORKER_KEY: u64 = 8;
+const K_SOURCE_COMMIT: u64 = 9;
+const K_LOG_INDEX: u64 = 10;
+const K_TIME: u64 = 11;
+
+const KIND_STORE_PATH: u64 = 0;
+const KIND_FILE: u64 = 1;
+
+impl Statement {
+    /// The deterministic CBOR encoding.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        let (kind, name) = match &self.subject {
+            Subject::StorePath(p) => (KIND_STORE_PATH, p),
+            Subject::File(f) => (KIND_FILE, f),
+        };
+        let mut refs = self.references.clone();
+        refs.sort();
+        refs.dedup();
+        let mut map = vec![
+            (K_VERSION, Value::from(STATEMENT_VERSION)),
+            (K_SUBJECT_KIND, Value::from(kind)),
+            (K_SUBJECT, Value::from(name.as_str())),
+            (K_SHA256, Value::Bytes(self.sha256.to_vec())),
+            (K_SIZE, Value::from(self.size)),
+            (
+                K_REFERENCES,
+                Value::Array(refs.into_iter().map(Value::Text).collect()),
+            ),
+        ];
+        if let Some(d) = &self.deriver {
+            map.push((K_DERIVER, Value::from(d.as_str())));
+        }
+        map.push((K_WORKER_KEY, Value::Bytes(self.worker_key.to_vec())));
+        map.push((K_SOURCE_COMMIT, Value::from(self.source_commit.as_str())));
+        if let Some(i) = self.log_index {
+            map.push((K_LOG_INDEX, Value::from(i)));
+        }
+        map.push((K_TIME, Value::from(self.time)));
+        encode(&Value::Map(
+            map.into_iter().map(|(k, v)| (Value::from(k), v)).collect(),
+        ))
+    }
+
+    /// Decode, refusing anything but the deterministic encoding of a
+    /// well-formed statement.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Statement, Error> {
+        let bad = |reason: String| Error::Statement(reason);
+        if bytes.len() > MAX_STATEMENT_SIZE {
+            return Err(bad(format!(
+                "{} bytes exceeds the limit of {MAX_STATEMENT_SIZE}",
+                bytes.len()
+            )));
+        }
+        let value: Value =
+            ciborium::de::from_reader(bytes).map_err(|e| bad(format!("not CBOR: {e}")))?;
+        if encode(&value) != bytes {
+            return Err(bad(
+                "not in deterministic CBOR encoding (RFC 8949 section 4.2.1)".into(),
+            ));
+        }
+        let Value::Map(entries) = value else {
+            return Err(bad("not a CBOR map".into()));
+        };
+        let mut fields = Fields::new(entries)?;
+        let version = fields.uint(K_VERSION, "version")?;
+        if version != STATEMENT_VERSION {
+            return Err(bad(format!(
+                "version {version}, expected {STATEMENT_VERSION}"
+            )));
+        }
+        let kind = fields.uint(K_SUBJECT_KIND, "subject kind")?;
+        let name = fields.text(K_SUBJECT, "subject")?;
+        let subject = match kind {
+            KIND_STORE_PATH => Subject::StorePath(name),
+            KIND_FILE => Subject::File(name),
+            other => return Err(bad(format!("unknown subject kind {other}"))),
+        };
+        let sha256 = fields.bytes::<32>(K_SHA256, "sha256")?;
+        let size = fields.uint(K_SIZE, "size")?;
+        let references = fields.text_array(K_REFERENCES, "references")?;
+        if references.windows(2).any(|w| matches!(w, [a, b] if a >= b)) {
+            return Err(bad("references are not sorted and unique".into()));
+        }
+        let deriver = fields.optional(K_DERIVER, |f| f.text(K_DERIVER, "deriver"))?;
+        let worker_key = fields.bytes::<32>(K_WORKER_KEY, "worker key")?;
+        let source_commit = fields.text(K_SOURCE_COMMIT, "source commit")?;
+        let log_index = fields.optional(K_LOG_INDEX, |f| f.uint(K_LOG_INDEX, "log index"))?;
+        let time = fields.int(K_TIME, "time")?;
+        fields.finish()?;
+        Ok(Statement {
+            subject,
+            sha256,
+            size,
+            references,
+            deriver,
+            worker_key,
+            source_commit,
+            log_index,
+            time,
+        })
+    }
+
+    /// Sign as COSE_Sign1 with `key`, whose public half must be
+    /// `worker_key`.
+    pub fn sign(&self, key: &Ed25519KeyPair) -> Result<Vec<u8>, Error> {
+        use ring::signature::KeyPair as _;
+        if key.public_key().as_ref() != self.worker_key {
+            return Err(Error::Statement(
+                "signing key is not the statement's worker key".into(),
+            ));
+        }
+        let protected = HeaderBuilder::new()
+            .algorithm(iana::Algorithm::EdDSA)
+            .content_type(STATEMENT_CONTENT_TYPE.to_owned())
+            .build();
+        CoseSign1Builder::new()
+            .protected(protected)
+            .payload(self.to_cbor())
+            .create_signature(b"", |data| key.sign(data).as_ref().to_vec())
+            .build()
+            .to_vec()
+            .map_err(|e| Error::Statement(format!("COSE encoding: {e}")))
+    }
+
+    /// Verify a COSE_Sign1 statement: EdDSA, our content type, signed by
+    /// the worker key the statement itself names. The signature is checked
+    /// over the protected header as received.
+    pub fn verify(signed: &[u8]) -> Result<Statement, Error> {
+        let bad = |reason: String| Error::Statement(reason);
+        if signed.len() > MAX_STATEMENT_SIZE {
+            return Err(bad(format!(
+                "{} bytes exceeds the limit of {MAX_STATEMENT_SIZE}",
+                signed.len()
+            )));
+        }
+        let sign1 =
+            CoseSign1::from_slice(signed).map_err(|e| bad(format!("not a COSE_Sign1: {e}")))?;
+        let header = &sign1.protected.header;
+        if header.alg
+            != Some(coset::RegisteredLabelWithPrivate::Assigned(
+                iana::Algorithm::EdDSA,
+            ))
+        {
+            return Err(bad(format!("algorithm {:?}, expected EdDSA", header.alg)));
+        }
+        if header.content_type != Some(coset::ContentType::Text(STATEMENT_CONTENT_TYPE.to_owned()))
+        {
+            return Err(bad(format!(
+                "content type {:?}, expected {STATEMENT_CONTENT_TYPE}",
+                header.content_type
+            )));
+        }
+        let payload = sign1
+            .payload
+            .as_deref()
+            .ok_or_else(|| bad("detached payload".into()))?;
+        let statement = Statement::from_cbor(payload)?;
+        sign1
+            .verify_signature(b"", |sig, data| {
+                UnparsedPublicKey::new(&ED25519, statement.worker_key).verify(data, sig)
+            })
+            .map_err(|_| Error::StatementSignature)?;
+        Ok(statement)
+    }
+}
+
+fn encode(value: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = ciborium::ser::into_writer(value, &mut out);
+    out
+}
+
+/// The fields of a decoded map, taken one by one in key order.
+struct Fields {
+    entries: std::vec::IntoIter<(Value, Value)>,
+    peeked: Option<(u64, Value)>,
+}
+
+impl Fields {
+    fn new(entries: Vec<(Value, Value)>) -> Result<Self, Error> {
+        Ok(Fields {
+            entries: entries.into_iter(),
+            peeked: None,
+        })
+    }
+
+    fn next_key(&mut self) -> Result<Option<u64>, Error> {
+        if self.peeked.is_none()
+            && let Some((k, v)) = self.entries.next()
+        {
+            let key = k
+                .as_integer()
+                .and_then(|i| u64::try_from(i).ok())
+                .ok_or_else(|| {
+                    Error::Statement(format!("map key {k:?} is not an unsigned integer"))
+                })?;
+            self.peeked = Some((key, v));
+        }
+        Ok(self.peeked.as_ref().map(|(k, _)| *k))
+    }
+
+    fn take(&mut self, key: u64, name: &str) -> Result<Value, Error> {
+        match self.next_key()? {
+            Some(k) if k == key => Ok(self.peeked.take().map(|(_, v)| v).unwrap_or(Value::Null)),
+            _ => Err(Error::Statement(format!("missing {name} (key {key})"))),
+        }
+    }
+
+    fn optional<T>(
+        &mut self,
+        key: u64,
+        read: impl FnOnce(&mut Self) -> Result<T, Error>,
+    ) -> Result<Option<T>, Error> {
+        if self.next_key()? == Some(key) {
+            read(self).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn uint(&mut self, key: u64, name: &str) -> Result<u64, Error> {
+        let v = self.take(key, name)?;
+        v.as_integer()
+            .and_then(|i| u64::try_from(i).ok())
+            .ok_or_else(|| Error::Statement(format!("{name} is not an unsigned integer")))
+    }
+
+    fn int(&mut self, key: u64, name: &str) -> Result<i64, Error> {
+        let v = self.take(key, name)?;
+        v.as_integer()
+            .and_then(|i| i64::try_from(i).ok())
+            .ok_or_else(|| Error::Statement(format!("{name} is not a 64-bit integer")))
+    }
+
+    fn text(&mut self, key: u64, name: &str) -> Result<String, Error> {
+        match self.take(key, name)? {
+            Value::Text(t) => Ok(t),
+            _ => Err(Error::Statement(format!("{name} is not a text string"))),
+        }
+    }
+
+    fn bytes<const N: usize>(&mut self, key: u64, name: &str) -> Result<[u8; N], Error> {
+        match self.take(key, name)? {
+            Value::Bytes(b) => b.try_into().map_err(|b: Vec<u8>| {
+                Error::Statement(format!("{name} is {} bytes, expected {N}", b.len()))
+            }),
+            _ => Err(Error::Statement(format!("{name} is not a byte string"))),
+        }
+    }
+
+    fn text_array(&mut self, key: u64, name: &str) -> Result<Vec<String>, Error> {
+        let Value::Array(items) = self.take(key, name)? else {
+            return Err(Error::Statement(format!("{name} is not an array")));
+        };
+        if items.len() > MAX_REFERENCES {
+            return Err(Error::Statement(format!(
+                "{name}: more than {MAX_REFERENCES}"
+            )));
+        }
+        items
+            .into_iter()
+            .map(|v| match v {
+                Value::Text(t) => Ok(t),
+                _ => Err(Error::Statement(format!(
+                    "{name}: an item is not a text string"
+                ))),
+            })
+            .collect()
+    }
+
+    fn finish(mut self) -> Result<(), Error> {
+        match self.next_key()? {
+            None => Ok(()),
+            Some(k) => Err(Error::Statement(format!("unknown or out-of-order key {k}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::rand::SystemRandom;
+    use ring::signature::KeyPair as _;
+
+    fn key() -> Ed25519KeyPair {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+    }
+
+    fn sample(key: &Ed25519KeyPair) -> Statement {
+        Statement {
+            subject: Subject::StorePath("/nix/store/00000000000000000000000000000000-hello".into()),
+            sha256: [7; 32],
+            size: 1234,
+            references: vec!["/nix/store/b-b".into(), "/nix/store/a-a".into()],
+            deriver: Some("/nix/store/0-hello.drv".into()),
+            worker_key: key.public_key().as_ref().try_into().unwrap(),
+            source_commit: "0123456789abcdef0123456789abcdef01234567".into(),
+            log_index: Some(42),
+            time: 1_780_272_000,
+        }
+    }
+
+    #[test]
+    fn round_trip_is_deterministic_and_sorted() {
+        let k = key();
+        let s = sample(&k);
+        let cbor = s.to_cbor();
+        let back = Statement::from_cbor(&cbor).unwrap();
+        assert_eq!(back.references, ["/nix/store/a-a", "/nix/store/b-b"]);
+        assert_eq!(back.to_cbor(), cbor);
+        // Encoding sorts the references; everything else survives as is.
+        let mut direct = Statement {
+            log_index: None,
+            deriver: None,
+            ..s
+        };
+        direct.references.sort();
+        assert_eq!(Statement::from_cbor(&direct.to_cbor()).unwrap(), direct);
+    }
+
+    #[test]
+    fn signed_statements_verify_and_tampering_is_caught() {
+        let k = key();
+        let signed = sample(&k).sign(&k).unwrap();
+        let s = Statement::verify(&signed).unwrap();
+        assert_eq!(s.size, 1234);
+        // Any single flipped byte is refused, one way or another.
+        for at in 0..signed.len() {
+            let mut b = signed.clone();
+            b[at] ^= 1;
+            assert!(Statement::verify(&b).is_err(), "byte {at}");
+        }
+        // A statement naming another worker key cannot be signed by this one.
+        let other = key();
+        assert!(sample(&other).sign(&k).is_err());
+    }
+
+    #[test]
+    fn non_deterministic_encodings_are_refused() {
+        let k = key();
+        let cbor = sample(&k).to_cbor();
+        // The version as a two-byte integer (0x18 0x01) instead of 0x01.
+        let mut long = cbor.clone();
+        let at = long.iter().position(|&b| b == 0x01).unwrap() + 1; // key 1, then value
+        assert_eq!(long[at], 0x01);
+        long.splice(at..=at, [0x18, 0x01]);
+        assert!(
+            matches!(Statement::from_cbor(&long), Err(Error::Statement(m)) if m.contains("deterministic"))
+        );
+        // Unknown key 12 appended (map header bumped).
+        let mut extra = cbor.clone();
+        extra[0] += 1;
+        extra.extend([0x0C, 0x00]);
+        assert!(
+            matches!(Statement::from_cbor(&extra), Err(Error::Statement(m)) if m.contains("key 12"))
+        );
+        assert!(Statement::from_cbor(b"\xff").is_err());
+        assert!(Statement::from_cbor(&[]).is_err());
+    }
+}
