@@ -273,6 +273,13 @@ pub enum Error {
     /// key it names.
     #[error("statement signature does not verify with the worker key it names")]
     StatementSignature,
+    /// A bundle is malformed.
+    #[error("bundle: {0}")]
+    Bundle(String),
+    /// A binding between a statement, a key, a checkpoint and evidence does
+    /// not hold.
+    #[error("binding: {0}")]
+    Binding(String),
 }
 
 /// An RFC 3339 rendering of a unix time, for messages.

@@ -13,6 +13,8 @@
 
 mod anchors;
 mod authenticate;
+mod bundle;
+mod cbor;
 mod checkpoint;
 mod crl;
 mod error;
@@ -23,6 +25,11 @@ mod x509;
 
 pub use anchors::{Root, TrustAnchors};
 pub use authenticate::{AuthenticatedReport, Verifier};
+pub use bundle::{
+    BUNDLE_VERSION, Bundle, CHECKPOINT_DOMAIN, IDENTITY_DOMAIN, Identity, InclusionProof,
+    MAX_BUNDLE_SIZE, Refusal, STATEMENT_DOMAIN, SnpEvidence, VerifiedBundle,
+    checkpoint_report_data, identity_report_data, log_origin, statement_report_data, verify_bundle,
+};
 pub use checkpoint::{
     Checkpoint, CheckpointFailure, MAX_EXTENSION_LINES, MAX_LINE_LEN, MAX_NOTE_LEN, MAX_SIGNATURES,
     VerifiedCheckpoint, VerifierKey, signature_line, verify_checkpoint,

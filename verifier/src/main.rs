@@ -33,6 +33,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Verify a bundle offline: the statement's signature, its binding to
+    /// hardware evidence, the evidence against the policy, and (with
+    /// --artifact) that the artifact is the one the statement names.
+    /// Exit 0 accepted, 1 rejected, 2 error.
+    VerifyBundle {
+        /// The bundle (`<artifact>.provenix`).
+        bundle: PathBuf,
+        /// The artifact the statement must describe.
+        #[arg(long)]
+        artifact: Option<PathBuf>,
+        /// The policy (TOML; see docs/policy.md).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Verification time: RFC 3339, YYYY-MM-DD or @UNIX-SECONDS.
+        #[arg(long, value_parser = parse_time)]
+        at: Option<i64>,
+        /// Print JSON for machines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Authenticate an SEV-SNP report to AMD's roots and appraise it against a
     /// policy. Exit 0 accepted, 1 rejected, 2 error.
     VerifyReport {
@@ -95,6 +115,45 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print!("{}", show::report_text(&report));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::VerifyBundle {
+            bundle,
+            artifact,
+            policy,
+            at,
+            json,
+        } => {
+            let policy = match &policy {
+                Some(path) => {
+                    read(path)?;
+                    Policy::load(path)?
+                }
+                None => Policy::default(),
+            };
+            let verifier = Verifier::new(policy.anchors()?);
+            let at = at.unwrap_or_else(|| time::OffsetDateTime::now_utc().unix_timestamp());
+            let bytes = read(&bundle)?;
+            let digest = match &artifact {
+                Some(path) => Some(sha256_file(path)?),
+                None => None,
+            };
+            let outcome = provenix_verifier::verify_bundle(&bytes, &verifier, &policy, at)
+                .map_err(|e| e.to_string())
+                .and_then(|v| match digest {
+                    Some((sha, size)) if sha != v.statement().sha256 || size != v.statement().size => Err(format!(
+                        "the artifact (sha256:{}, {size} bytes) is not the statement's subject (sha256:{}, {} bytes)",
+                        hex::encode(sha),
+                        hex::encode(v.statement().sha256),
+                        v.statement().size
+                    )),
+                    _ => Ok(v),
+                });
+            show::print_bundle_verdict(&bundle, &outcome, json)?;
+            Ok(if outcome.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::VerifyReport {
             report,
@@ -247,6 +306,29 @@ fn decode_report(bytes: &[u8]) -> Result<AttestationReport, provenix_firmware::E
         }
     }
     AttestationReport::from_bytes(bytes)
+}
+
+/// SHA-256 and size of a file, streamed.
+fn sha256_file(path: &Path) -> Result<([u8; 32], u64)> {
+    use std::io::Read;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(buf.get(..n).unwrap_or_default());
+        size = size.saturating_add(u64::try_from(n)?);
+    }
+    let mut sha = [0u8; 32];
+    sha.copy_from_slice(ctx.finish().as_ref());
+    Ok((sha, size))
 }
 
 fn parse_time(s: &str) -> Result<i64, String> {

@@ -262,3 +262,68 @@ pub(crate) fn print_verdict(
     }
     Ok(())
 }
+
+/// Print a bundle verdict: the subject, what bound it, or why not.
+pub(crate) fn print_bundle_verdict(
+    path: &Path,
+    outcome: &Result<provenix_verifier::VerifiedBundle, String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use provenix_verifier::Subject;
+    let name = path.display();
+    let subject = |v: &provenix_verifier::VerifiedBundle| match &v.statement().subject {
+        Subject::StorePath(p) => p.clone(),
+        Subject::File(f) => f.clone(),
+    };
+    if json {
+        let value = match outcome {
+            Ok(v) => {
+                let s = v.statement();
+                json!({
+                    "bundle": name.to_string(),
+                    "verdict": "accepted",
+                    "subject": subject(v),
+                    "sha256": hex::encode(s.sha256),
+                    "size": s.size,
+                    "source_commit": s.source_commit,
+                    "worker_key": hex::encode(s.worker_key),
+                    "log_index": v.log_index(),
+                    "measurement": hex::encode(v.evidence().report().measurement()),
+                    "reference": v.evidence().reference().map(|r| json!({"commit": r.commit, "vmm": r.shape.vmm, "vcpus": r.shape.vcpus})),
+                    "reasons": [],
+                })
+            }
+            Err(reason) => json!({
+                "bundle": name.to_string(),
+                "verdict": "rejected",
+                "reasons": [reason],
+            }),
+        };
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    match outcome {
+        Ok(v) => {
+            let s = v.statement();
+            println!(
+                "ACCEPTED {}: sha256:{} ({} bytes), built by worker {} at commit {}",
+                subject(v),
+                hex::encode(s.sha256),
+                s.size,
+                &hex::encode(s.worker_key)[..16],
+                s.source_commit
+            );
+            println!(
+                "  bound to a {} report signed by a {}, measurement {}",
+                v.evidence().authenticated().product(),
+                v.evidence().authenticated().signer(),
+                hex::encode(v.evidence().report().measurement())
+            );
+        }
+        Err(reason) => {
+            println!("REJECTED {name}");
+            println!("  - {reason}");
+        }
+    }
+    Ok(())
+}

@@ -12,6 +12,7 @@ use ciborium::Value;
 use coset::{CborSerializable, CoseSign1, CoseSign1Builder, HeaderBuilder, iana};
 use ring::signature::{ED25519, Ed25519KeyPair, UnparsedPublicKey};
 
+use crate::cbor::{Fields, encode};
 use crate::error::Error;
 
 /// The statement format version this code writes and reads.
@@ -128,7 +129,7 @@ impl Statement {
         let Value::Map(entries) = value else {
             return Err(bad("not a CBOR map".into()));
         };
-        let mut fields = Fields::new(entries)?;
+        let mut fields = Fields::new(entries, Error::Statement);
         let version = fields.uint(K_VERSION, "version")?;
         if version != STATEMENT_VERSION {
             return Err(bad(format!(
@@ -144,7 +145,7 @@ impl Statement {
         };
         let sha256 = fields.bytes::<32>(K_SHA256, "sha256")?;
         let size = fields.uint(K_SIZE, "size")?;
-        let references = fields.text_array(K_REFERENCES, "references")?;
+        let references = fields.text_array(K_REFERENCES, "references", MAX_REFERENCES)?;
         if references.windows(2).any(|w| matches!(w, [a, b] if a >= b)) {
             return Err(bad("references are not sorted and unique".into()));
         }
@@ -228,119 +229,6 @@ impl Statement {
             })
             .map_err(|_| Error::StatementSignature)?;
         Ok(statement)
-    }
-}
-
-fn encode(value: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    // Writing to a Vec cannot fail.
-    let _ = ciborium::ser::into_writer(value, &mut out);
-    out
-}
-
-/// The fields of a decoded map, taken one by one in key order.
-struct Fields {
-    entries: std::vec::IntoIter<(Value, Value)>,
-    peeked: Option<(u64, Value)>,
-}
-
-impl Fields {
-    fn new(entries: Vec<(Value, Value)>) -> Result<Self, Error> {
-        Ok(Fields {
-            entries: entries.into_iter(),
-            peeked: None,
-        })
-    }
-
-    fn next_key(&mut self) -> Result<Option<u64>, Error> {
-        if self.peeked.is_none()
-            && let Some((k, v)) = self.entries.next()
-        {
-            let key = k
-                .as_integer()
-                .and_then(|i| u64::try_from(i).ok())
-                .ok_or_else(|| {
-                    Error::Statement(format!("map key {k:?} is not an unsigned integer"))
-                })?;
-            self.peeked = Some((key, v));
-        }
-        Ok(self.peeked.as_ref().map(|(k, _)| *k))
-    }
-
-    fn take(&mut self, key: u64, name: &str) -> Result<Value, Error> {
-        match self.next_key()? {
-            Some(k) if k == key => Ok(self.peeked.take().map(|(_, v)| v).unwrap_or(Value::Null)),
-            _ => Err(Error::Statement(format!("missing {name} (key {key})"))),
-        }
-    }
-
-    fn optional<T>(
-        &mut self,
-        key: u64,
-        read: impl FnOnce(&mut Self) -> Result<T, Error>,
-    ) -> Result<Option<T>, Error> {
-        if self.next_key()? == Some(key) {
-            read(self).map(Some)
-        } else {
-            Ok(None)
-        }
-    }
-
-    fn uint(&mut self, key: u64, name: &str) -> Result<u64, Error> {
-        let v = self.take(key, name)?;
-        v.as_integer()
-            .and_then(|i| u64::try_from(i).ok())
-            .ok_or_else(|| Error::Statement(format!("{name} is not an unsigned integer")))
-    }
-
-    fn int(&mut self, key: u64, name: &str) -> Result<i64, Error> {
-        let v = self.take(key, name)?;
-        v.as_integer()
-            .and_then(|i| i64::try_from(i).ok())
-            .ok_or_else(|| Error::Statement(format!("{name} is not a 64-bit integer")))
-    }
-
-    fn text(&mut self, key: u64, name: &str) -> Result<String, Error> {
-        match self.take(key, name)? {
-            Value::Text(t) => Ok(t),
-            _ => Err(Error::Statement(format!("{name} is not a text string"))),
-        }
-    }
-
-    fn bytes<const N: usize>(&mut self, key: u64, name: &str) -> Result<[u8; N], Error> {
-        match self.take(key, name)? {
-            Value::Bytes(b) => b.try_into().map_err(|b: Vec<u8>| {
-                Error::Statement(format!("{name} is {} bytes, expected {N}", b.len()))
-            }),
-            _ => Err(Error::Statement(format!("{name} is not a byte string"))),
-        }
-    }
-
-    fn text_array(&mut self, key: u64, name: &str) -> Result<Vec<String>, Error> {
-        let Value::Array(items) = self.take(key, name)? else {
-            return Err(Error::Statement(format!("{name} is not an array")));
-        };
-        if items.len() > MAX_REFERENCES {
-            return Err(Error::Statement(format!(
-                "{name}: more than {MAX_REFERENCES}"
-            )));
-        }
-        items
-            .into_iter()
-            .map(|v| match v {
-                Value::Text(t) => Ok(t),
-                _ => Err(Error::Statement(format!(
-                    "{name}: an item is not a text string"
-                ))),
-            })
-            .collect()
-    }
-
-    fn finish(mut self) -> Result<(), Error> {
-        match self.next_key()? {
-            None => Ok(()),
-            Some(k) => Err(Error::Statement(format!("unknown or out-of-order key {k}"))),
-        }
     }
 }
 

@@ -9,7 +9,7 @@ use provenix_worker::platform::{Choice, Platform};
 
 /// The Provenix attested build worker.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(about, version = concat!(env!("CARGO_PKG_VERSION"), " (source commit ", env!("PROVENIX_SOURCE_COMMIT"), ")"))]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,6 +32,25 @@ enum Command {
         /// The VMPL to request the report at.
         #[arg(long, default_value_t = 0)]
         vmpl: u32,
+    },
+    /// Attest CI artifacts (direct mode): for each, a statement bound by its
+    /// own hardware report, verified, and written beside it as
+    /// `<artifact>.provenix`. Exits non-zero on any failure.
+    Attest {
+        /// The files to attest.
+        #[arg(long = "artifact", required = true)]
+        artifacts: Vec<PathBuf>,
+        /// The platform: hardware when present, else the simulator.
+        #[arg(long, value_enum, default_value_t = Choice::Auto)]
+        platform: Choice,
+        /// The VCEK/VLEK (DER or PEM), for hosts whose certificate table
+        /// lacks it.
+        #[arg(long)]
+        vcek: Option<PathBuf>,
+        /// The policy the self-check applies (default: AMD's roots on
+        /// hardware, the simulator's test roots on the simulator).
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
     /// Print the simulator's ARK fingerprints (SHA-256 of the DER), one line
     /// per product, as a policy pins them.
@@ -56,17 +75,7 @@ fn run(cli: Cli) -> Result<()> {
             platform,
             vmpl,
         } => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-            let platform = Platform::detect(platform, now, |why| {
-                eprintln!("######################################################################");
-                eprintln!("# WARNING: no SEV-SNP hardware: {why}");
-                eprintln!("# Using the SIMULATED platform. Its evidence proves nothing about");
-                eprintln!("# hardware and is accepted only by a policy that names its test root.");
-                eprintln!("######################################################################");
-            })?;
-            eprintln!("platform: {platform}");
+            let platform = detect(platform, unix_now())?;
             let contents =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let digest = ring::digest::digest(&ring::digest::SHA512, &contents);
@@ -87,6 +96,50 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", out.join("report.bin").display());
             Ok(())
         }
+        Command::Attest {
+            artifacts,
+            platform,
+            vcek,
+            policy,
+        } => {
+            use provenix_verifier::Policy;
+            use provenix_worker::attest::{AttestOptions, attest};
+            let now = unix_now();
+            let platform = detect(platform, now)?;
+            let policy = match &policy {
+                Some(path) => Policy::load(path)?,
+                None if platform.is_simulated() => sim_policy(),
+                None => Policy::default(),
+            };
+            let vek = match &vcek {
+                Some(path) => {
+                    let bytes = std::fs::read(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    let mut ders = provenix_verifier::certificates_from_pem_or_der(&bytes)?;
+                    Some(ders.swap_remove(0))
+                }
+                None => None,
+            };
+            let done = attest(
+                &artifacts,
+                &AttestOptions {
+                    platform: &platform,
+                    commit: provenix_worker::identity::SOURCE_COMMIT,
+                    vek,
+                    policy: &policy,
+                    now,
+                },
+            )?;
+            for a in done {
+                println!(
+                    "{}  sha256:{}  {} bytes",
+                    a.bundle.display(),
+                    hex::encode(a.sha256),
+                    a.size
+                );
+            }
+            Ok(())
+        }
         Command::SimRoots => {
             for (product, fingerprint) in provenix_firmware::sim::sim_ark_fingerprints() {
                 println!("{product} {}", hex::encode(fingerprint));
@@ -94,4 +147,39 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Find the platform, saying loudly when it is the simulator.
+fn detect(choice: Choice, now: i64) -> Result<Platform> {
+    let platform = Platform::detect(choice, now, |why| {
+        eprintln!("######################################################################");
+        eprintln!("# WARNING: no SEV-SNP hardware: {why}");
+        eprintln!("# Using the SIMULATED platform. Its evidence proves nothing about");
+        eprintln!("# hardware and is accepted only by a policy that names its test root.");
+        eprintln!("######################################################################");
+    })?;
+    eprintln!("platform: {platform}");
+    Ok(platform)
+}
+
+/// A policy trusting the simulator's test roots and nothing else.
+fn sim_policy() -> provenix_verifier::Policy {
+    let mut policy = provenix_verifier::Policy {
+        trust_amd_roots: false,
+        ..provenix_verifier::Policy::default()
+    };
+    for (product, sha256) in provenix_firmware::sim::sim_ark_fingerprints() {
+        policy.roots.push(provenix_verifier::RootPin {
+            name: "provenix simulator (TEST ROOT)".into(),
+            product,
+            sha256: provenix_verifier::Hex(sha256),
+        });
+    }
+    policy
 }
