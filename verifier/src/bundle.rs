@@ -21,7 +21,7 @@ use provenix_firmware::snp::{AttestationReport, CertKind, CertTable};
 use ring::digest::SHA512;
 
 use crate::authenticate::Verifier;
-use crate::cbor::{Fields, encode};
+use crate::cbor::{Fields, decode_map, encode};
 use crate::checkpoint::{VerifierKey, verify_checkpoint};
 use crate::error::{Error, Rejection};
 use crate::merkle::{hash_from_slice, leaf_hash, verify_inclusion};
@@ -237,23 +237,7 @@ impl Bundle {
     /// every size bounded.
     pub fn from_cbor(bytes: &[u8]) -> Result<Bundle, Error> {
         let bad = Error::Bundle;
-        if bytes.len() > MAX_BUNDLE_SIZE {
-            return Err(bad(format!(
-                "{} bytes exceeds the limit of {MAX_BUNDLE_SIZE}",
-                bytes.len()
-            )));
-        }
-        let value: Value =
-            ciborium::de::from_reader(bytes).map_err(|e| bad(format!("not CBOR: {e}")))?;
-        if encode(&value) != bytes {
-            return Err(bad(
-                "not in deterministic CBOR encoding (RFC 8949 section 4.2.1)".into(),
-            ));
-        }
-        let Value::Map(entries) = value else {
-            return Err(bad("not a CBOR map".into()));
-        };
-        let mut f = Fields::new(entries, Error::Bundle);
+        let mut f = decode_map(bytes, MAX_BUNDLE_SIZE, Error::Bundle)?;
         let version = f.uint(1, "version")?;
         if version != BUNDLE_VERSION {
             return Err(bad(format!(

@@ -15,6 +15,33 @@ pub(crate) fn encode(value: &Value) -> Vec<u8> {
     out
 }
 
+/// Decode `bytes` as one deterministically encoded CBOR map of at most
+/// `max` bytes and return its fields; anything else is refused through
+/// `err`, naming what is wrong.
+pub(crate) fn decode_map(
+    bytes: &[u8],
+    max: usize,
+    err: fn(String) -> Error,
+) -> Result<Fields, Error> {
+    if bytes.len() > max {
+        return Err(err(format!(
+            "{} bytes exceeds the limit of {max}",
+            bytes.len()
+        )));
+    }
+    let value: Value =
+        ciborium::de::from_reader(bytes).map_err(|e| err(format!("not CBOR: {e}")))?;
+    if encode(&value) != bytes {
+        return Err(err(
+            "not in deterministic CBOR encoding (RFC 8949 section 4.2.1)".into(),
+        ));
+    }
+    match value {
+        Value::Map(entries) => Ok(Fields::new(entries, err)),
+        _ => Err(err("not a CBOR map".into())),
+    }
+}
+
 /// The fields of a decoded map with unsigned integer keys, taken one by one
 /// in ascending key order, so a missing, unknown or out-of-order key is
 /// caught; `err` makes the error of the structure being decoded.

@@ -12,7 +12,7 @@ use ciborium::Value;
 use coset::{CborSerializable, CoseSign1, CoseSign1Builder, HeaderBuilder, iana};
 use ring::signature::{ED25519, Ed25519KeyPair, UnparsedPublicKey};
 
-use crate::cbor::{Fields, encode};
+use crate::cbor::{decode_map, encode};
 use crate::error::Error;
 
 /// The statement format version this code writes and reads.
@@ -113,23 +113,7 @@ impl Statement {
     /// well-formed statement.
     pub fn from_cbor(bytes: &[u8]) -> Result<Statement, Error> {
         let bad = |reason: String| Error::Statement(reason);
-        if bytes.len() > MAX_STATEMENT_SIZE {
-            return Err(bad(format!(
-                "{} bytes exceeds the limit of {MAX_STATEMENT_SIZE}",
-                bytes.len()
-            )));
-        }
-        let value: Value =
-            ciborium::de::from_reader(bytes).map_err(|e| bad(format!("not CBOR: {e}")))?;
-        if encode(&value) != bytes {
-            return Err(bad(
-                "not in deterministic CBOR encoding (RFC 8949 section 4.2.1)".into(),
-            ));
-        }
-        let Value::Map(entries) = value else {
-            return Err(bad("not a CBOR map".into()));
-        };
-        let mut fields = Fields::new(entries, Error::Statement);
+        let mut fields = decode_map(bytes, MAX_STATEMENT_SIZE, Error::Statement)?;
         let version = fields.uint(K_VERSION, "version")?;
         if version != STATEMENT_VERSION {
             return Err(bad(format!(
