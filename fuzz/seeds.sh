@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Build the seed corpora in fuzz/corpus/<target>/ from the real SEV-SNP
-# vectors (shared/vectors/snp, described by its vectors.json and README.md).
+# vectors (shared/vectors/snp, described by its vectors.json and README.md)
+# and the real OVMF images (shared/firmware), and, for the targets whose
+# seeds need the library's signatures and hashes, with examples/seeds.rs.
 # The corpora are not committed (.gitignore); this script is how to get them.
 #
 # Usage: fuzz/seeds.sh            (from anywhere)
 #   PROVENIX_SHARED  the shared folder; default ../shared beside the repository
 #
-# Needs bash and python3 (standard library only). Idempotent: each seed is
-# named by its content's SHA-1, the way libFuzzer names corpus files.
+# Needs bash, python3 (standard library only) and cargo. Idempotent: each
+# seed is named by its content's SHA-1, the way libFuzzer names corpus files.
 set -euo pipefail
 
 fuzz_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -131,3 +133,29 @@ seed("cert_table", cert_table([("vcek", b"\x01")]).replace(
 for target, n in sorted(written.items()):
     print(f"{target}: {n} seeds written to {corpus / target}")
 PY
+
+# ovmf: the end of each firmware image, where its footer table and SEV
+# metadata are (fuzz_targets/ovmf.rs pads the input at the front to whole
+# pages): the last 64 KiB, and the last page alone.
+python3 - "$shared/firmware" "$fuzz_dir/corpus/ovmf" <<'PY'
+import hashlib
+import lzma
+import sys
+from pathlib import Path
+
+firmware, out = Path(sys.argv[1]), Path(sys.argv[2])
+images = sorted(firmware.glob("*.fd.xz"))
+if not images:
+    sys.exit(f"seeds.sh: no firmware images in {firmware}")
+out.mkdir(parents=True, exist_ok=True)
+written = 0
+for image in images:
+    data = lzma.decompress(image.read_bytes())
+    for tail in (data[-0x10000:], data[-0x1000:]):
+        (out / hashlib.sha1(tail).hexdigest()).write_bytes(tail)
+        written += 1
+print(f"ovmf: {written} seeds written to {out}")
+PY
+
+# checkpoint, statement, merkle: signed notes and statements, and proofs.
+cargo run --quiet --manifest-path "$fuzz_dir/Cargo.toml" --example seeds -- "$fuzz_dir/corpus"
