@@ -3,6 +3,11 @@
 //! `git rev-parse HEAD` of the checkout. The commit is part of the worker's
 //! identity, so a build that knows neither says "unknown" and the worker
 //! refuses to attest with it.
+//!
+//! Then compiles `proto/provenix.proto`, the gRPC APIs, with protox: a
+//! protobuf compiler in pure Rust, so building the worker needs no system
+//! `protoc` and the generated code depends only on versions that
+//! Cargo.lock pins (the image built from a commit is the one measured).
 
 use std::process::Command;
 
@@ -27,4 +32,20 @@ fn main() {
         })
         .unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=PROVENIX_SOURCE_COMMIT={commit}");
+
+    if let Err(e) = compile_protos() {
+        eprintln!("error: compiling proto/provenix.proto: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn compile_protos() -> Result<(), Box<dyn std::error::Error>> {
+    const PROTO: &str = "proto/provenix.proto";
+    println!("cargo:rerun-if-changed={PROTO}");
+    let fds = protox::compile([PROTO], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
 }

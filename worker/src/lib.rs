@@ -7,10 +7,17 @@
 //! - [`nar`]: Nix archive serialisation and hashing.
 //! - [`nixsig`]: Nix narinfo fingerprints, `Sig:` lines and narinfo text.
 //! - [`log`]: the crash-safe append-only Merkle log and its checkpoints.
+//! - [`daemon`]: the worker daemon: hashing, signing, group-commit logging,
+//!   attested checkpoints and bundles.
+//! - [`hook`]: Nix's post-build hook and the daemon's local socket.
+//! - [`grpc`]: the gRPC build and log APIs, and where they listen.
 
 #![forbid(unsafe_code)]
 
 pub mod attest;
+pub mod daemon;
+pub mod grpc;
+pub mod hook;
 pub mod identity;
 pub mod log;
 pub mod nar;

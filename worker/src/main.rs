@@ -55,6 +55,73 @@ enum Command {
     /// Print the simulator's ARK fingerprints (SHA-256 of the DER), one line
     /// per product, as a policy pins them.
     SimRoots,
+    /// Run the daemon: hash, sign and log what Nix's post-build hook
+    /// reports, with attested checkpoints, until SIGTERM or SIGINT.
+    Serve {
+        /// The state directory (one log directory per identity).
+        #[arg(long)]
+        state: PathBuf,
+        /// The hook socket [default: $PROVENIX_SOCKET, else
+        /// /run/provenix/hook.sock].
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// The platform: hardware when present, else the simulator.
+        #[arg(long, value_enum, default_value_t = Choice::Auto)]
+        platform: Choice,
+        /// Attest a checkpoint after this many new entries.
+        #[arg(long, default_value_t = provenix_worker::daemon::DEFAULT_CHECKPOINT_EVERY)]
+        checkpoint_every: u64,
+        /// Attest a checkpoint this often (milliseconds) while entries wait
+        /// for one.
+        #[arg(long, default_value_t = 1000)]
+        checkpoint_ms: u64,
+        /// The policy the self-checks apply (default: AMD's roots on
+        /// hardware, the simulator's test roots on the simulator).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// The VCEK/VLEK (DER or PEM), for hosts whose certificate table
+        /// lacks it.
+        #[arg(long)]
+        vcek: Option<PathBuf>,
+        /// A uid allowed to use the socket (repeatable) [default: root and
+        /// the daemon's own uid].
+        #[arg(long = "allow-uid")]
+        allow_uids: Vec<u32>,
+        /// The Nix store directory.
+        #[arg(long, default_value = "/nix/store")]
+        store: PathBuf,
+        /// Most outputs in one submission.
+        #[arg(long, default_value_t = provenix_worker::daemon::DEFAULT_MAX_OUTPUTS)]
+        max_outputs: usize,
+    },
+    /// Nix's post-build-hook: send DRV_PATH and OUT_PATHS to the daemon and
+    /// wait until every output is logged. Exits non-zero if it is not.
+    Hook {
+        /// The daemon's socket [default: $PROVENIX_SOCKET, else
+        /// /run/provenix/hook.sock].
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Seconds to wait for the daemon (it hashes every output first).
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Ask the daemon for the bundles of store paths and write each to
+    /// `<out>/<basename>.provenix`. Exits non-zero if any is missing.
+    Export {
+        /// The daemon's socket [default: $PROVENIX_SOCKET, else
+        /// /run/provenix/hook.sock].
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Where to write the bundles.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seconds to wait for each bundle (up to a checkpoint interval).
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// The store paths.
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -108,7 +175,7 @@ fn run(cli: Cli) -> Result<()> {
             let platform = detect(platform, now)?;
             let policy = match &policy {
                 Some(path) => Policy::load(path)?,
-                None if platform.is_simulated() => sim_policy(),
+                None if platform.is_simulated() => provenix_worker::platform::sim_policy(),
                 None => Policy::default(),
             };
             let vek = match &vcek {
@@ -140,6 +207,74 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Serve {
+            state,
+            socket,
+            platform,
+            checkpoint_every,
+            checkpoint_ms,
+            policy,
+            vcek,
+            allow_uids,
+            store,
+            max_outputs,
+        } => {
+            let mut config = provenix_worker::daemon::Config::new(state);
+            config.platform = platform;
+            config.policy = policy
+                .as_deref()
+                .map(provenix_verifier::Policy::load)
+                .transpose()?;
+            config.vek = vcek.as_deref().map(read_vek).transpose()?;
+            config.checkpoint_every = checkpoint_every;
+            config.checkpoint_interval = std::time::Duration::from_millis(checkpoint_ms);
+            config.store_dir = store;
+            config.max_outputs = max_outputs;
+            let options = provenix_worker::hook::ServerOptions {
+                allowed_uids: allow_uids,
+                ..provenix_worker::hook::ServerOptions::default()
+            };
+            serve(config, provenix_worker::hook::socket_path(socket), options)
+        }
+        Command::Hook { socket, timeout } => {
+            use provenix_worker::hook::{Client, request_from_env, socket_path};
+            let (drv, outs) = request_from_env()?;
+            let socket = socket_path(socket);
+            let mut client = Client::connect(&socket, std::time::Duration::from_secs(timeout))?;
+            let ack = client.submit(drv.as_deref(), &outs)?;
+            let key = hex::encode(ack.worker_key);
+            for (out, index) in outs.iter().zip(&ack.indices) {
+                println!("{out} {key} {index}");
+            }
+            Ok(())
+        }
+        Command::Export {
+            socket,
+            out,
+            timeout,
+            paths,
+        } => {
+            use provenix_worker::hook::{Client, socket_path};
+            let socket = socket_path(socket);
+            let mut client = Client::connect(&socket, std::time::Duration::from_secs(timeout))?;
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let mut failed = 0usize;
+            for path in &paths {
+                let written = export_one(&mut client, path, &out);
+                match written {
+                    Ok(file) => println!("{}", file.display()),
+                    Err(e) => {
+                        eprintln!("provenix-worker: {path}: {e:#}");
+                        failed = failed.saturating_add(1);
+                    }
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} bundles not exported", paths.len());
+            }
+            Ok(())
+        }
         Command::SimRoots => {
             for (product, fingerprint) in provenix_firmware::sim::sim_ark_fingerprints() {
                 println!("{product} {}", hex::encode(fingerprint));
@@ -168,18 +303,72 @@ fn detect(choice: Choice, now: i64) -> Result<Platform> {
     Ok(platform)
 }
 
-/// A policy trusting the simulator's test roots and nothing else.
-fn sim_policy() -> provenix_verifier::Policy {
-    let mut policy = provenix_verifier::Policy {
-        trust_amd_roots: false,
-        ..provenix_verifier::Policy::default()
-    };
-    for (product, sha256) in provenix_firmware::sim::sim_ark_fingerprints() {
-        policy.roots.push(provenix_verifier::RootPin {
-            name: "provenix simulator (TEST ROOT)".into(),
-            product,
-            sha256: provenix_verifier::Hex(sha256),
-        });
-    }
-    policy
+/// A VCEK/VLEK file, DER or PEM: the first certificate.
+fn read_vek(path: &std::path::Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut ders = provenix_verifier::certificates_from_pem_or_der(&bytes)?;
+    Ok(ders.swap_remove(0))
+}
+
+/// Run the daemon until SIGTERM or SIGINT, then shut it down cleanly: the
+/// queue drained, a last attested checkpoint, the log synced.
+fn serve(
+    config: provenix_worker::daemon::Config,
+    socket: PathBuf,
+    options: provenix_worker::hook::ServerOptions,
+) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let worker = provenix_worker::daemon::Worker::start(config).await?;
+        let listener = provenix_worker::hook::bind(&socket, !options.allowed_uids.is_empty())
+            .with_context(|| format!("cannot listen on {}", socket.display()))?;
+        eprintln!(
+            "provenix-worker: serving on {} as {} (log {}), platform: {}",
+            socket.display(),
+            hex::encode(worker.public_key()),
+            worker.current_log().dir().display(),
+            worker.platform()
+        );
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(provenix_worker::hook::serve(
+            worker.clone(),
+            listener,
+            options,
+            stopped,
+        ));
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("provenix-worker: stopping");
+        stop.send_replace(true);
+        let _ = server.await;
+        worker.shutdown().await?;
+        Ok(())
+    })
+}
+
+/// Fetch one bundle and write it to `<out>/<basename>.provenix`.
+fn export_one(
+    client: &mut provenix_worker::hook::Client,
+    store_path: &str,
+    out: &std::path::Path,
+) -> Result<PathBuf> {
+    let name = std::path::Path::new(store_path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.starts_with('.'))
+        .context("not a store path")?;
+    let bundle = client.export(store_path)?;
+    let file = out.join(format!("{name}{}", provenix_worker::attest::BUNDLE_SUFFIX));
+    let tmp = out.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, &bundle).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &file).with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(file)
 }

@@ -123,3 +123,20 @@ impl Platform {
         }
     }
 }
+
+/// A policy trusting the simulator's test roots and nothing else: what the
+/// worker's self-checks apply on the simulator when no policy is given.
+pub fn sim_policy() -> provenix_verifier::Policy {
+    let mut policy = provenix_verifier::Policy {
+        trust_amd_roots: false,
+        ..provenix_verifier::Policy::default()
+    };
+    for (product, sha256) in provenix_firmware::sim::sim_ark_fingerprints() {
+        policy.roots.push(provenix_verifier::RootPin {
+            name: "provenix simulator (TEST ROOT)".into(),
+            product,
+            sha256: provenix_verifier::Hex(sha256),
+        });
+    }
+    policy
+}

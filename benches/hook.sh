@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Hook submissions through the daemon's socket with durable appends: 1 and
+# 16 concurrent clients, statements per second and p50/p99 latency of one
+# submission (send, hash, sign, group-commit append with fdatasync, ack).
+#
+# The daemon is `provenix-worker serve` (release build) on the simulated
+# platform, with its state in a temporary directory on the same disk as
+# TMPDIR. The load is the `hook_load` example: each client thread keeps one
+# connection and sends one submission (one output) at a time, waiting for
+# its acknowledgement, round-robin over small store paths (one file each,
+# added with one `nix-store --add`), so NAR hashing does not dominate.
+#
+# Phases, in one run:
+#   cold:  the first submission of each path (the daemon runs
+#          `nix-store --query --references` once per path and remembers
+#          the answer by path and NAR hash)
+#   1, 16: SECONDS seconds each with warm reference caches
+#
+# Usage: benches/hook.sh                 (PATHS=256 SECONDS_PER_RUN=5 by default)
+#        SECONDS_PER_RUN=10 benches/hook.sh
+# Needs: cargo, nix-store (installs nix-bin with apt when missing).
+
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+npaths=${PATHS:-256}
+secs=${SECONDS_PER_RUN:-5}
+
+command -v nix-store >/dev/null || apt-get install -y nix-bin
+(cd "$root" && cargo build --release --quiet -p provenix-worker --bin provenix-worker --example hook_load)
+worker=$root/target/release/provenix-worker
+load=$root/target/release/examples/hook_load
+
+work=$(mktemp -d)
+pid=
+cleanup() {
+    if [[ -n $pid ]]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+mkdir -p "$work/src"
+for i in $(seq 1 "$npaths"); do
+    printf 'provenix hook bench output %s\n' "$i" > "$work/src/provenix-hook-bench-$i"
+done
+mapfile -t paths < <(nix-store --add "$work"/src/*)
+echo "store paths: ${#paths[@]} small files"
+
+"$worker" serve --state "$work/state" --socket "$work/hook.sock" --platform sim \
+    2> "$work/daemon.log" &
+pid=$!
+for _ in $(seq 1 200); do
+    [[ -S $work/hook.sock ]] && break
+    sleep 0.05
+done
+[[ -S $work/hook.sock ]] || { cat "$work/daemon.log"; exit 1; }
+
+echo "cold (first submission of each path, 1 client):"
+"$load" --socket "$work/hook.sock" --clients 1 --passes 1 "${paths[@]}"
+for clients in 1 16; do
+    "$load" --socket "$work/hook.sock" --clients "$clients" --seconds "$secs" "${paths[@]}"
+done
+
+kill -TERM "$pid"
+wait "$pid"
+pid=
+echo "daemon stopped cleanly; log of $(ls "$work/state/logs" | head -1 | cut -c1-16): $(wc -c < "$work/state/logs"/*/log/entries) bytes"
