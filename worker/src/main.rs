@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -15,6 +16,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process; the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Attest a file: an SEV-SNP report whose REPORT_DATA is the SHA-512 of
@@ -93,6 +96,24 @@ enum Command {
         /// Most outputs in one submission.
         #[arg(long, default_value_t = provenix_worker::daemon::DEFAULT_MAX_OUTPUTS)]
         max_outputs: usize,
+        /// Serve the gRPC build and log APIs here: `unix:PATH`, or a TCP
+        /// address (loopback, or any address with --tls-*).
+        #[arg(long, value_parser = parse_listen)]
+        grpc: Option<provenix_worker::grpc::Listen>,
+        /// mTLS for --grpc: the server's certificate chain (PEM).
+        #[arg(long, requires_all = ["tls_key", "client_ca"])]
+        tls_cert: Option<PathBuf>,
+        /// mTLS for --grpc: the server's private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// mTLS for --grpc: the CA that client certificates must chain to.
+        #[arg(long, requires = "tls_cert")]
+        client_ca: Option<PathBuf>,
+        /// `NAME=VALUE`: a Nix option for builds through the gRPC API, e.g.
+        /// `sandbox-paths=/bin/sh=...` (repeatable). Substituters, remote
+        /// builders and the post-build hook are always off there.
+        #[arg(long = "nix-option", value_parser = parse_nix_option)]
+        nix_options: Vec<(String, String)>,
     },
     /// Nix's post-build-hook: send DRV_PATH and OUT_PATHS to the daemon and
     /// wait until every output is logged. Exits non-zero if it is not.
@@ -218,6 +239,11 @@ fn run(cli: Cli) -> Result<()> {
             allow_uids,
             store,
             max_outputs,
+            grpc,
+            tls_cert,
+            tls_key,
+            client_ca,
+            nix_options,
         } => {
             let mut config = provenix_worker::daemon::Config::new(state);
             config.platform = platform;
@@ -234,7 +260,27 @@ fn run(cli: Cli) -> Result<()> {
                 allowed_uids: allow_uids,
                 ..provenix_worker::hook::ServerOptions::default()
             };
-            serve(config, provenix_worker::hook::socket_path(socket), options)
+            let grpc = match grpc {
+                Some(listen) => {
+                    let tls = match (&tls_cert, &tls_key, &client_ca) {
+                        (Some(c), Some(k), Some(ca)) => {
+                            Some(provenix_worker::grpc::TlsConfig::from_files(c, k, ca)?)
+                        }
+                        _ => None,
+                    };
+                    Some((
+                        provenix_worker::grpc::ServerConfig { listen, tls },
+                        nix_options,
+                    ))
+                }
+                None => None,
+            };
+            serve(
+                config,
+                provenix_worker::hook::socket_path(socket),
+                options,
+                grpc,
+            )
         }
         Command::Hook { socket, timeout } => {
             use provenix_worker::hook::{Client, request_from_env, socket_path};
@@ -316,6 +362,7 @@ fn serve(
     config: provenix_worker::daemon::Config,
     socket: PathBuf,
     options: provenix_worker::hook::ServerOptions,
+    grpc: Option<(provenix_worker::grpc::ServerConfig, Vec<(String, String)>)>,
 ) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -338,8 +385,38 @@ fn serve(
             worker.clone(),
             listener,
             options,
-            stopped,
+            stopped.clone(),
         ));
+        let grpc_server = match grpc {
+            Some((grpc_config, nix_options)) => {
+                use provenix_worker::grpc::{
+                    BuildConfig, BuildService, DaemonBackend, LogService, Server,
+                };
+                let grpc_server = Server::bind(grpc_config).await?;
+                eprintln!(
+                    "provenix-worker: gRPC build and log APIs on {}",
+                    grpc_server.listen()
+                );
+                let backend = Arc::new(DaemonBackend(worker.clone()));
+                let build_config = BuildConfig {
+                    work_dir: worker.current_log().dir().join("builds"),
+                    nix_options,
+                    ..BuildConfig::default()
+                };
+                std::fs::create_dir_all(&build_config.work_dir)?;
+                let build = BuildService::new(backend.clone(), build_config);
+                let log = LogService::new(backend);
+                let mut stopped = stopped.clone();
+                Some(tokio::spawn(async move {
+                    grpc_server
+                        .serve(Some(build), Some(log), async move {
+                            let _ = stopped.wait_for(|s| *s).await;
+                        })
+                        .await
+                }))
+            }
+            None => None,
+        };
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
         tokio::select! {
@@ -349,6 +426,9 @@ fn serve(
         eprintln!("provenix-worker: stopping");
         stop.send_replace(true);
         let _ = server.await;
+        if let Some(grpc_server) = grpc_server {
+            grpc_server.await??;
+        }
         worker.shutdown().await?;
         Ok(())
     })
@@ -371,4 +451,22 @@ fn export_one(
     std::fs::write(&tmp, &bundle).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &file).with_context(|| format!("cannot write {}", file.display()))?;
     Ok(file)
+}
+
+fn parse_listen(s: &str) -> Result<provenix_worker::grpc::Listen, String> {
+    use provenix_worker::grpc::Listen;
+    match s.strip_prefix("unix:") {
+        Some(path) if !path.is_empty() => Ok(Listen::Unix(PathBuf::from(path))),
+        Some(_) => Err("unix: needs a path".into()),
+        None => s.parse().map(Listen::Tcp).map_err(|e| {
+            format!("{s:?} is neither unix:PATH nor an address like 127.0.0.1:7443: {e}")
+        }),
+    }
+}
+
+fn parse_nix_option(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
 }

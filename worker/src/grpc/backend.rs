@@ -6,31 +6,12 @@
 //! they are, so they should say what went wrong without leaking more than
 //! the client may know.
 
-use provenix_verifier::{Hash, SnpEvidence};
+use provenix_verifier::Hash;
 use tonic::Status;
 
-/// A log's tree head.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Head {
-    /// The number of entries.
-    pub size: u64,
-    /// The RFC 9162 root of those entries.
-    pub root: Hash,
-}
-
-/// A checkpoint signed by the log's key and attested by the platform.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AttestedCheckpoint {
-    /// The C2SP signed note.
-    pub note: String,
-    /// Its tree size.
-    pub size: u64,
-    /// Its root.
-    pub root: Hash,
-    /// Evidence whose REPORT_DATA is
-    /// `provenix_verifier::checkpoint_report_data(note)`.
-    pub evidence: SnpEvidence,
-}
+// The daemon's own types: what a log backend returns is what the daemon
+// keeps.
+pub use crate::daemon::{AttestedCheckpoint, Head};
 
 /// Reads of the worker's log. The log is append-only: a size the service
 /// checked against [`LogBackend::head`] stays valid.

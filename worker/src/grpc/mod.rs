@@ -24,6 +24,7 @@
 
 mod backend;
 mod build;
+mod daemon_backend;
 mod log;
 mod server;
 
@@ -32,6 +33,7 @@ pub use build::{
     BuildConfig, BuildService, MAX_ATTRIBUTE_LEN, MAX_ATTRIBUTES, MAX_BUILD_REQUEST,
     MAX_DERIVATIONS, MAX_EXPRESSION, MAX_LOG_LINE,
 };
+pub use daemon_backend::DaemonBackend;
 pub use log::{LogService, MAX_ENTRIES, MAX_ENTRIES_BYTES, MAX_LOG_REQUEST};
 pub use server::{Listen, Server, ServerConfig, TlsConfig};
 
