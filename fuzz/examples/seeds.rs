@@ -122,7 +122,7 @@ fn statement(corpus: &Path) -> Result<()> {
     let mut c = Corpus::new(corpus, "statement")?;
     let worker = pair(7)?;
     let worker_key: [u8; 32] = worker.public_key().as_ref().try_into()?;
-    let full = Statement {
+    let mut full = Statement {
         subject: Subject::StorePath("/nix/store/00000000000000000000000000000000-hello".into()),
         sha256: [7; 32],
         size: 1234,
@@ -135,12 +135,15 @@ fn statement(corpus: &Path) -> Result<()> {
         source_commit: "0123456789abcdef0123456789abcdef01234567".into(),
         log_index: Some(42),
         time: 1_780_272_000,
+        nix_signature: None,
     };
+    full.add_nix_signature(&worker)?;
     let direct = Statement {
         subject: Subject::File("dist/app.tar.gz".into()),
         references: Vec::new(),
         deriver: None,
         log_index: None,
+        nix_signature: None,
         size: u64::MAX,
         time: -1,
         ..full.clone()

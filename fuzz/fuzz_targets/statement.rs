@@ -35,10 +35,17 @@ fuzz_target!(|data: &[u8]| {
             // The references come sorted and unique, as encoding makes them.
             assert!(statement.references.windows(2).all(|w| w[0] < w[1]));
 
-            // Signed by its worker key, it verifies as itself.
+            // Signed by its worker key, it verifies as itself. Its Nix
+            // signature, by another key, is made again with ours, when the
+            // statement has a Nix fingerprint at all.
             let mut ours = statement.clone();
             ours.worker_key
                 .copy_from_slice(worker().public_key().as_ref());
+            ours.nix_signature = None;
+            if statement.nix_signature.is_some() {
+                // Fails, leaving none, when there is no Nix fingerprint.
+                let _ = ours.add_nix_signature(worker());
+            }
             let signed = match ours.sign(worker()) {
                 Ok(signed) => signed,
                 Err(e) => panic!("{ours:?} does not sign: {e}"),

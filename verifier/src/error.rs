@@ -273,6 +273,16 @@ pub enum Error {
     /// key it names.
     #[error("statement signature does not verify with the worker key it names")]
     StatementSignature,
+    /// A statement's Nix signature (its `Sig:` line) does not verify over
+    /// the fingerprint of the statement's own store path, NAR hash, size
+    /// and references with the worker key it names, or the statement
+    /// cannot have one (it is not about a store path Nix accepts).
+    #[error("statement's Nix signature: {0}")]
+    StatementNixSignature(crate::nixsig::NixFailure),
+    /// A Nix fingerprint, narinfo, key line or signature could not be made
+    /// or checked.
+    #[error("nix: {0}")]
+    Nix(#[from] crate::nixsig::NixFailure),
     /// A bundle is malformed.
     #[error("bundle: {0}")]
     Bundle(String),

@@ -19,6 +19,7 @@ mod checkpoint;
 mod crl;
 mod error;
 mod merkle;
+pub mod nixsig;
 mod policy;
 mod statement;
 mod x509;
@@ -41,6 +42,7 @@ pub use merkle::{
     leaf_hash, node_hash, root_from_consistency, root_from_inclusion, verify_consistency,
     verify_inclusion, verify_subtree_consistency, verify_subtree_inclusion,
 };
+pub use nixsig::NixFailure;
 pub use policy::{
     AbiVersion, Hex, MinTcb, Policy, ReferenceMatch, RootPin, Signer, SnpPolicy, VerifiedReport,
 };

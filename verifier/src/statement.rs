@@ -14,6 +14,7 @@ use ring::signature::{ED25519, Ed25519KeyPair, UnparsedPublicKey};
 
 use crate::cbor::{decode_map, encode};
 use crate::error::Error;
+use crate::nixsig::{self, Fingerprint, worker_key_line, worker_key_name};
 
 /// The statement format version this code writes and reads.
 pub const STATEMENT_VERSION: u64 = 1;
@@ -56,6 +57,13 @@ pub struct Statement {
     pub log_index: Option<u64>,
     /// When the statement was made, unix seconds.
     pub time: i64,
+    /// The worker's Nix signature (a narinfo `Sig:` value,
+    /// `<name>:<base64>`) over the Nix fingerprint of the store path, NAR
+    /// hash, size and references above, under the key name
+    /// [`worker_key_name`] of `worker_key` (DESIGN.md, "The binding",
+    /// step 4). Only on store-path statements; [`Statement::verify`]
+    /// checks it when present.
+    pub nix_signature: Option<String>,
 }
 
 // Map keys, in the ascending order the encoding requires.
@@ -70,6 +78,7 @@ const K_WORKER_KEY: u64 = 8;
 const K_SOURCE_COMMIT: u64 = 9;
 const K_LOG_INDEX: u64 = 10;
 const K_TIME: u64 = 11;
+const K_NIX_SIGNATURE: u64 = 12;
 
 const KIND_STORE_PATH: u64 = 0;
 const KIND_FILE: u64 = 1;
@@ -104,6 +113,9 @@ impl Statement {
             map.push((K_LOG_INDEX, Value::from(i)));
         }
         map.push((K_TIME, Value::from(self.time)));
+        if let Some(sig) = &self.nix_signature {
+            map.push((K_NIX_SIGNATURE, Value::from(sig.as_str())));
+        }
         encode(&Value::Map(
             map.into_iter().map(|(k, v)| (Value::from(k), v)).collect(),
         ))
@@ -138,7 +150,13 @@ impl Statement {
         let source_commit = fields.text(K_SOURCE_COMMIT, "source commit")?;
         let log_index = fields.optional(K_LOG_INDEX, |f| f.uint(K_LOG_INDEX, "log index"))?;
         let time = fields.int(K_TIME, "time")?;
+        let nix_signature = fields.optional(K_NIX_SIGNATURE, |f| {
+            f.text(K_NIX_SIGNATURE, "nix signature")
+        })?;
         fields.finish()?;
+        if nix_signature.is_some() && !matches!(subject, Subject::StorePath(_)) {
+            return Err(bad("a Nix signature on a statement about a file".into()));
+        }
         Ok(Statement {
             subject,
             sha256,
@@ -149,7 +167,56 @@ impl Statement {
             source_commit,
             log_index,
             time,
+            nix_signature,
         })
+    }
+
+    /// The Nix fingerprint of a store-path statement:
+    /// `1;<path>;sha256:<nix32>;<size>;<references>`.
+    pub fn nix_fingerprint(&self) -> Result<Fingerprint, Error> {
+        match &self.subject {
+            Subject::StorePath(path) => {
+                nixsig::fingerprint(path, &self.sha256, self.size, &self.references)
+            }
+            Subject::File(_) => Err(Error::Statement(
+                "a statement about a file has no Nix fingerprint".into(),
+            )),
+        }
+    }
+
+    /// Sign the statement's Nix fingerprint with `key`, whose public half
+    /// must be `worker_key`, under [`worker_key_name`], and set
+    /// [`Statement::nix_signature`]. Call before [`Statement::sign`]: the
+    /// Nix signature is part of the signed statement.
+    pub fn add_nix_signature(&mut self, key: &Ed25519KeyPair) -> Result<(), Error> {
+        use ring::signature::KeyPair as _;
+        if key.public_key().as_ref() != self.worker_key {
+            return Err(Error::Statement(
+                "signing key is not the statement's worker key".into(),
+            ));
+        }
+        let fingerprint = self.nix_fingerprint()?;
+        self.nix_signature = Some(nixsig::sign(
+            &worker_key_name(&self.worker_key),
+            key,
+            &fingerprint,
+        )?);
+        Ok(())
+    }
+
+    /// Check the Nix signature, if there is one: over the fingerprint
+    /// recomputed from this statement's own fields, by its worker key under
+    /// [`worker_key_name`]. A statement without one passes.
+    pub fn check_nix_signature(&self) -> Result<(), Error> {
+        let Some(sig) = &self.nix_signature else {
+            return Ok(());
+        };
+        let failure = |e: Error| match e {
+            Error::Nix(failure) => Error::StatementNixSignature(failure),
+            other => other,
+        };
+        let fingerprint = self.nix_fingerprint().map_err(failure)?;
+        nixsig::verify(sig, &worker_key_line(&self.worker_key), &fingerprint).map_err(failure)
     }
 
     /// Sign as COSE_Sign1 with `key`, whose public half must be
@@ -176,7 +243,8 @@ impl Statement {
 
     /// Verify a COSE_Sign1 statement: EdDSA, our content type, signed by
     /// the worker key the statement itself names. The signature is checked
-    /// over the protected header as received.
+    /// over the protected header as received. A Nix signature in it must
+    /// verify too ([`Statement::check_nix_signature`]).
     pub fn verify(signed: &[u8]) -> Result<Statement, Error> {
         let bad = |reason: String| Error::Statement(reason);
         if signed.len() > MAX_STATEMENT_SIZE {
@@ -212,6 +280,7 @@ impl Statement {
                 UnparsedPublicKey::new(&ED25519, statement.worker_key).verify(data, sig)
             })
             .map_err(|_| Error::StatementSignature)?;
+        statement.check_nix_signature()?;
         Ok(statement)
     }
 }
@@ -219,6 +288,7 @@ impl Statement {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nixsig::NixFailure;
     use ring::rand::SystemRandom;
     use ring::signature::KeyPair as _;
 
@@ -238,7 +308,21 @@ mod tests {
             source_commit: "0123456789abcdef0123456789abcdef01234567".into(),
             log_index: Some(42),
             time: 1_780_272_000,
+            nix_signature: None,
         }
+    }
+
+    /// `sample` with its Nix signature; the references are real store paths.
+    fn nix_signed(key: &Ed25519KeyPair) -> Statement {
+        let mut s = Statement {
+            references: vec![
+                "/nix/store/11111111111111111111111111111111-b".into(),
+                "/nix/store/00000000000000000000000000000000-hello".into(),
+            ],
+            ..sample(key)
+        };
+        s.add_nix_signature(key).unwrap();
+        s
     }
 
     #[test]
@@ -288,14 +372,122 @@ mod tests {
         assert!(
             matches!(Statement::from_cbor(&long), Err(Error::Statement(m)) if m.contains("deterministic"))
         );
-        // Unknown key 12 appended (map header bumped).
+        // Unknown key 13 appended (map header bumped).
         let mut extra = cbor.clone();
         extra[0] += 1;
-        extra.extend([0x0C, 0x00]);
+        extra.extend([0x0D, 0x00]);
         assert!(
-            matches!(Statement::from_cbor(&extra), Err(Error::Statement(m)) if m.contains("key 12"))
+            matches!(Statement::from_cbor(&extra), Err(Error::Statement(m)) if m.contains("key 13"))
         );
         assert!(Statement::from_cbor(b"\xff").is_err());
         assert!(Statement::from_cbor(&[]).is_err());
+    }
+
+    #[test]
+    fn nix_signature_round_trips_and_verifies_as_nix_would() {
+        let k = key();
+        let s = nix_signed(&k);
+        let sig = s.nix_signature.clone().unwrap();
+        assert!(sig.starts_with(&format!("{}:", worker_key_name(&s.worker_key))));
+        // The same check Nix makes: the fingerprint under the worker's key
+        // line.
+        nixsig::verify(
+            &sig,
+            &worker_key_line(&s.worker_key),
+            &nixsig::fingerprint(
+                "/nix/store/00000000000000000000000000000000-hello",
+                &s.sha256,
+                s.size,
+                &s.references,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let cbor = s.to_cbor();
+        assert_eq!(Statement::from_cbor(&cbor).unwrap().to_cbor(), cbor);
+        let back = Statement::verify(&s.sign(&k).unwrap()).unwrap();
+        assert_eq!(back.nix_signature.as_deref(), Some(sig.as_str()));
+    }
+
+    #[test]
+    fn nix_signature_over_another_size_is_refused() {
+        let k = key();
+        let mut s = nix_signed(&k);
+        s.size += 1;
+        let signed = s.sign(&k).unwrap();
+        assert!(matches!(
+            Statement::verify(&signed),
+            Err(Error::StatementNixSignature(
+                NixFailure::BadSignature { .. }
+            ))
+        ));
+    }
+
+    #[test]
+    fn nix_signature_by_another_key_is_refused() {
+        let k = key();
+        let other = key();
+        let mut s = nix_signed(&k);
+        // Another key's signature of the same fingerprint, under K's name.
+        let theirs = nixsig::sign(
+            &worker_key_name(&s.worker_key),
+            &other,
+            &s.nix_fingerprint().unwrap(),
+        )
+        .unwrap();
+        s.nix_signature = Some(theirs);
+        assert!(matches!(
+            Statement::verify(&s.sign(&k).unwrap()),
+            Err(Error::StatementNixSignature(
+                NixFailure::BadSignature { .. }
+            ))
+        ));
+        // Under another name: refused before any signature check.
+        let mut s = nix_signed(&k);
+        s.nix_signature = s
+            .nix_signature
+            .map(|sig| sig.replacen("provenix-", "provenix-0", 1));
+        assert!(matches!(
+            Statement::verify(&s.sign(&k).unwrap()),
+            Err(Error::StatementNixSignature(
+                NixFailure::NameMismatch { .. }
+            ))
+        ));
+        // And another key cannot add one.
+        assert!(matches!(
+            sample(&k).add_nix_signature(&other),
+            Err(Error::Statement(_))
+        ));
+    }
+
+    #[test]
+    fn nix_signature_on_a_bad_store_path_is_refused() {
+        let k = key();
+        let mut s = nix_signed(&k);
+        s.subject = Subject::StorePath("/nix/store/not-a-store-path".into());
+        assert!(matches!(
+            Statement::verify(&s.sign(&k).unwrap()),
+            Err(Error::StatementNixSignature(NixFailure::StorePath { .. }))
+        ));
+    }
+
+    #[test]
+    fn nix_signature_on_a_file_statement_is_refused() {
+        let k = key();
+        let s = Statement {
+            subject: Subject::File("app.tar.gz".into()),
+            ..nix_signed(&k)
+        };
+        assert!(
+            matches!(Statement::from_cbor(&s.to_cbor()), Err(Error::Statement(m)) if m.contains("file"))
+        );
+        let mut file = Statement {
+            nix_signature: None,
+            ..s
+        };
+        assert!(matches!(
+            file.add_nix_signature(&k),
+            Err(Error::Statement(_))
+        ));
     }
 }

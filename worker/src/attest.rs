@@ -110,6 +110,7 @@ pub fn attest(
             source_commit: opts.commit.to_owned(),
             log_index: None,
             time: opts.now,
+            nix_signature: None,
         };
         let signed = statement.sign(&key)?;
         let evidence = opts

@@ -1,7 +1,8 @@
 //! Nix's post-build hook and the daemon's local socket.
 //!
 //! `provenix-worker hook` is what Nix's `post-build-hook` runs. It reads
-//! `DRV_PATH` and `OUT_PATHS` (space-separated) from its environment, sends
+//! `DRV_PATH` and `OUT_PATHS` (space-separated) from its environment (see
+//! [`request_from_env`] for Nix 2.8.0, which leaves `OUT_PATHS` empty), sends
 //! them to the daemon over a Unix socket, and exits 0 once the daemon has
 //! logged every output durably, or non-zero with the daemon's reason. It
 //! never sends a hash: the daemon hashes each output itself.
@@ -131,6 +132,13 @@ pub fn socket_path(flag: Option<PathBuf>) -> PathBuf {
 
 /// `DRV_PATH` (absent or empty: none) and `OUT_PATHS` (space-separated, at
 /// least one) as Nix's post-build hook sets them.
+///
+/// Nix 2.8.0 runs the hook with `OUT_PATHS` set but empty
+/// (NixOS/nix#6446, fixed in 2.8.1); Debian's `nix-bin` is that release.
+/// Then the outputs are the derivation's, from `nix-store --query
+/// --outputs DRV_PATH`: Nix builds every output of a derivation at once.
+/// They are store paths like any others, which the daemon checks and
+/// hashes itself.
 pub fn request_from_env() -> Result<(Option<String>, Vec<String>), HookError> {
     let var = |name: &str| match std::env::var(name) {
         Ok(v) => Ok(Some(v)),
@@ -145,12 +153,41 @@ pub fn request_from_env() -> Result<(Option<String>, Vec<String>), HookError> {
         .split_ascii_whitespace()
         .map(str::to_owned)
         .collect();
+    let outs = match (&drv, outs.is_empty()) {
+        (Some(drv), true) => outputs_of(drv)?,
+        (_, _) => outs,
+    };
     if outs.is_empty() {
         return Err(HookError::Environment(
             "OUT_PATHS is empty or unset: run this as Nix's post-build-hook".into(),
         ));
     }
     Ok((drv, outs))
+}
+
+/// The output paths of the derivation `drv`, as `nix-store --query
+/// --outputs` lists them.
+fn outputs_of(drv: &str) -> Result<Vec<String>, HookError> {
+    let out = std::process::Command::new("nix-store")
+        .args(["--query", "--outputs", drv])
+        .output()
+        .map_err(|e| {
+            HookError::Environment(format!(
+                "OUT_PATHS is empty, and nix-store --query --outputs {drv} failed: {e}"
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(HookError::Environment(format!(
+            "OUT_PATHS is empty, and nix-store --query --outputs {drv} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let outs = String::from_utf8(out.stdout).map_err(|_| {
+        HookError::Environment(format!(
+            "nix-store --query --outputs {drv}: not valid UTF-8"
+        ))
+    })?;
+    Ok(outs.split_ascii_whitespace().map(str::to_owned).collect())
 }
 
 // ---------------------------------------------------------------------------

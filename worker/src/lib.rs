@@ -5,7 +5,8 @@
 //! - [`identity`]: the worker key, bound by evidence to the source commit.
 //! - [`attest`]: one-shot attestation of CI artifacts (direct mode).
 //! - [`nar`]: Nix archive serialisation and hashing.
-//! - [`nixsig`]: Nix narinfo fingerprints, `Sig:` lines and narinfo text.
+//! - [`nixsig`]: Nix narinfo fingerprints, `Sig:` lines and narinfo text
+//!   (the verifier's module, re-exported).
 //! - [`log`]: the crash-safe append-only Merkle log and its checkpoints.
 //! - [`daemon`]: the worker daemon: hashing, signing, group-commit logging,
 //!   attested checkpoints and bundles.
@@ -21,5 +22,5 @@ pub mod hook;
 pub mod identity;
 pub mod log;
 pub mod nar;
-pub mod nixsig;
+pub use provenix_verifier::nixsig;
 pub mod platform;

@@ -127,7 +127,10 @@ enum Command {
         timeout: u64,
     },
     /// Ask the daemon for the bundles of store paths and write each to
-    /// `<out>/<basename>.provenix`. Exits non-zero if any is missing.
+    /// `<out>/<basename>.provenix`. With --cache, also write the paths to a
+    /// file:// binary cache signed with the worker's Nix signatures, and
+    /// print the `trusted-public-keys` line for it. Exits non-zero if any is
+    /// missing.
     Export {
         /// The daemon's socket [default: $PROVENIX_SOCKET, else
         /// /run/provenix/hook.sock].
@@ -139,6 +142,11 @@ enum Command {
         /// Seconds to wait for each bundle (up to a checkpoint interval).
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// Also write a Nix binary cache here (`nix-cache-info`, uncompressed
+        /// NARs under `nar/`, `<hash>.narinfo` with the statement's `Sig:`),
+        /// for `nix copy --from file://DIR` or `nix store verify --store`.
+        #[arg(long)]
+        cache: Option<PathBuf>,
         /// The store paths.
         #[arg(required = true)]
         paths: Vec<String>,
@@ -298,6 +306,7 @@ fn run(cli: Cli) -> Result<()> {
             socket,
             out,
             timeout,
+            cache,
             paths,
         } => {
             use provenix_worker::hook::{Client, socket_path};
@@ -305,16 +314,35 @@ fn run(cli: Cli) -> Result<()> {
             let mut client = Client::connect(&socket, std::time::Duration::from_secs(timeout))?;
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("cannot create {}", out.display()))?;
+            if let Some(cache) = &cache {
+                std::fs::create_dir_all(cache.join("nar"))
+                    .with_context(|| format!("cannot create {}", cache.display()))?;
+                std::fs::write(
+                    cache.join("nix-cache-info"),
+                    format!("StoreDir: {}\n", provenix_worker::nixsig::STORE_DIR),
+                )
+                .with_context(|| format!("cannot write {}", cache.display()))?;
+            }
             let mut failed = 0usize;
+            let mut keys: Vec<String> = Vec::new();
             for path in &paths {
-                let written = export_one(&mut client, path, &out);
+                let written = export_one(&mut client, path, &out, cache.as_deref());
                 match written {
-                    Ok(file) => println!("{}", file.display()),
+                    Ok((file, key)) => {
+                        println!("{}", file.display());
+                        if let Some(key) = key.filter(|k| !keys.contains(k)) {
+                            keys.push(key);
+                        }
+                    }
                     Err(e) => {
                         eprintln!("provenix-worker: {path}: {e:#}");
                         failed = failed.saturating_add(1);
                     }
                 }
+            }
+            if !keys.is_empty() {
+                // As nix.conf takes it.
+                println!("trusted-public-keys = {}", keys.join(" "));
             }
             if failed > 0 {
                 anyhow::bail!("{failed} of {} bundles not exported", paths.len());
@@ -434,12 +462,15 @@ fn serve(
     })
 }
 
-/// Fetch one bundle and write it to `<out>/<basename>.provenix`.
+/// Fetch one bundle and write it to `<out>/<basename>.provenix`, and, with
+/// `cache`, the path to that binary cache; then also return the worker's
+/// Nix public key line.
 fn export_one(
     client: &mut provenix_worker::hook::Client,
     store_path: &str,
     out: &std::path::Path,
-) -> Result<PathBuf> {
+    cache: Option<&std::path::Path>,
+) -> Result<(PathBuf, Option<String>)> {
     let name = std::path::Path::new(store_path)
         .file_name()
         .and_then(|n| n.to_str())
@@ -450,7 +481,75 @@ fn export_one(
     let tmp = out.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, &bundle).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &file).with_context(|| format!("cannot write {}", file.display()))?;
-    Ok(file)
+    let key = cache
+        .map(|cache| cache_one(cache, store_path, &bundle))
+        .transpose()?;
+    Ok((file, key))
+}
+
+/// Add one output to the file:// binary cache `cache`: its NAR, dumped
+/// afresh and checked against the statement's hash and size, uncompressed
+/// at `nar/<nix32 hash>.nar`, and `<hash part>.narinfo` with the
+/// statement's Nix signature. Returns the worker's Nix public key line.
+fn cache_one(cache: &std::path::Path, store_path: &str, bundle: &[u8]) -> Result<String> {
+    use provenix_verifier::{Bundle, Statement, Subject, nixsig};
+    use std::io::Write;
+
+    /// Hashes what it writes, so the NAR in the cache is the one checked.
+    struct Hashing<W>(W, ring::digest::Context);
+    impl<W: Write> Write for Hashing<W> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.0.write(buf)?;
+            self.1.update(buf.get(..n).unwrap_or_default());
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.0.flush()
+        }
+    }
+
+    let (Bundle::Logged { statement, .. } | Bundle::Direct { statement, .. }) =
+        Bundle::from_cbor(bundle)?;
+    // Checks the COSE signature and the Nix signature.
+    let statement = Statement::verify(&statement)?;
+    anyhow::ensure!(
+        statement.subject == Subject::StorePath(store_path.to_owned()),
+        "the bundle is about {:?}",
+        statement.subject
+    );
+    let sig = statement
+        .nix_signature
+        .clone()
+        .context("the statement carries no Nix signature")?;
+    let text = nixsig::narinfo(
+        store_path,
+        &statement.sha256,
+        statement.size,
+        &statement.references,
+        statement.deriver.as_deref(),
+        &[sig],
+    )?;
+    let hash = nixsig::nix32(&statement.sha256);
+    let nar = cache.join("nar").join(format!("{hash}.nar"));
+    let tmp = cache.join("nar").join(format!(".{hash}.tmp"));
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut out = Hashing(file, ring::digest::Context::new(&ring::digest::SHA256));
+    let size = provenix_worker::nar::dump(std::path::Path::new(store_path), &mut out)?;
+    let digest = out.1.finish();
+    anyhow::ensure!(
+        digest.as_ref() == statement.sha256 && size == statement.size,
+        "{store_path} no longer has the NAR hash and size its statement gives"
+    );
+    std::fs::rename(&tmp, &nar).with_context(|| format!("cannot write {}", nar.display()))?;
+    // narinfo has checked the path: `/nix/store/` and a 32-character hash.
+    let hash_part = store_path
+        .strip_prefix(nixsig::STORE_DIR)
+        .and_then(|base| base.get(1..33))
+        .context("not a store path")?;
+    let info = cache.join(format!("{hash_part}.narinfo"));
+    std::fs::write(&info, text).with_context(|| format!("cannot write {}", info.display()))?;
+    Ok(nixsig::worker_key_line(&statement.worker_key))
 }
 
 fn parse_listen(s: &str) -> Result<provenix_worker::grpc::Listen, String> {

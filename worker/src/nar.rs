@@ -63,6 +63,10 @@ use std::{fmt, mem, thread};
 
 use ring::digest;
 
+/// Nix's base 32, used for NAR hashes and store path hash parts; it lives
+/// with the fingerprint code in the verifier.
+pub use provenix_verifier::nixsig::nix32;
+
 /// The NAR hash and size of a path, as narinfo's `NarHash` and `NarSize`
 /// and the path's signature fingerprint state them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -77,7 +81,7 @@ impl NarDigest {
     /// The hash as Nix writes it in narinfo (`NarHash:`) and in signature
     /// fingerprints: `sha256:` and the hash in Nix's base 32.
     pub fn nar_hash(&self) -> String {
-        format!("sha256:{}", nix32(&self.sha256))
+        provenix_verifier::nixsig::nar_hash(&self.sha256)
     }
 }
 
@@ -262,37 +266,6 @@ pub fn dump(path: &Path, out: impl Write) -> Result<u64, NarError> {
     let size = encoder.finish()?;
     encoder.sink.0.flush().map_err(NarError::Write)?;
     Ok(size)
-}
-
-/// `bytes` in Nix's base 32, as `printHash32` in Nix's
-/// `src/libutil/hash.cc` writes it: the alphabet omits e, o, u and t, and
-/// the bytes are read as one little-endian number whose 5-bit digits are
-/// written most significant first. A SHA-256 hash gives 52 characters.
-pub fn nix32(bytes: &[u8]) -> String {
-    // `base32Chars` in hash.cc.
-    const ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
-    // Take 5-bit digits from the least significant end (the first byte's low
-    // bits), then reverse: printHash32 starts from the most significant one.
-    let mut digits = Vec::with_capacity(bytes.len().saturating_mul(8).div_ceil(5));
-    let mut acc: u16 = 0;
-    let mut bits: u32 = 0;
-    for &byte in bytes {
-        acc |= u16::from(byte).checked_shl(bits).unwrap_or(0);
-        bits = bits.saturating_add(8);
-        while bits >= 5 {
-            digits.push(acc & 0x1f);
-            acc >>= 5;
-            bits = bits.saturating_sub(5);
-        }
-    }
-    if bits > 0 {
-        digits.push(acc & 0x1f);
-    }
-    digits
-        .iter()
-        .rev()
-        .map(|&d| char::from(ALPHABET.get(usize::from(d)).copied().unwrap_or(b'?')))
-        .collect()
 }
 
 /// Size of one chunk. Small enough that a chunk stays in L2 between the
@@ -687,62 +660,6 @@ fn valid_name(name: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nix32_matches_nix() {
-        // From Nix 2.8: `nix hash to-base32 --type T HEX`.
-        let table: &[(&str, &str)] = &[
-            // SHA-256 of the empty string.
-            (
-                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-                "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73",
-            ),
-            // MD5, SHA-1 and SHA-512 of the empty string: 26, 32 and 103
-            // characters, where the top digit has fewer than 5 bits.
-            (
-                "d41d8cd98f00b204e9800998ecf8427e",
-                "3y8bwfr609h3lh9ch0izcqq7fl",
-            ),
-            (
-                "da39a3ee5e6b4b0d3255bfef95601890afd80709",
-                "143xibwh31h9bvxzalr0sjvbbvpa6ffs",
-            ),
-            (
-                "cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce\
-                 47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e",
-                "0zdl9zrg8r3i9c1g90lgg9ip5ijzv3yhz91i0zzn3r8ap9ws784gkp9dk9j3aglhgf1amqb0pj21mh7h1nxcl18akqvvf7ggqsy30yg",
-            ),
-            // The last byte is the most significant: it comes first.
-            (
-                "0000000000000000000000000000000000000000000000000000000000000001",
-                "0080000000000000000000000000000000000000000000000000",
-            ),
-            (
-                "8000000000000000000000000000000000000000000000000000000000000000",
-                "0000000000000000000000000000000000000000000000000040",
-            ),
-            (
-                "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-                "1zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
-            ),
-        ];
-        for (hex, expected) in table {
-            assert_eq!(nix32(&hex::decode(hex).unwrap()), *expected, "{hex}");
-        }
-        assert_eq!(nix32(&[]), "");
-    }
-
-    #[test]
-    fn nar_hash_is_prefixed_nix32() {
-        let digest = NarDigest {
-            sha256: [0xff; 32],
-            size: 0,
-        };
-        assert_eq!(
-            digest.nar_hash(),
-            "sha256:1zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"
-        );
-    }
 
     #[test]
     fn names_nix_refuses() {

@@ -183,6 +183,7 @@ fn logged_bundle(platform: &Platform, id: &WorkerIdentity, log: &mut Log, pick: 
             source_commit: COMMIT.into(),
             log_index: Some(i),
             time: now(),
+            nix_signature: None,
         };
         let signed = s.sign(id.key()).unwrap();
         assert_eq!(log.append(&signed).unwrap(), i);

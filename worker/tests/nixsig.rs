@@ -29,12 +29,12 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use provenix_verifier::nixsig::{
+    self, Fingerprint, fingerprint, narinfo, public_key_line, sign, verify, worker_key_name,
+};
+use provenix_verifier::{Error, NixFailure};
 use provenix_worker::identity::generate_key;
 use provenix_worker::nar::{self, NarDigest};
-use provenix_worker::nixsig::{
-    self, Fingerprint, NixSigError, fingerprint, narinfo, public_key_line, sign, verify,
-    worker_key_name,
-};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
@@ -169,13 +169,20 @@ impl Built {
     }
 
     fn fingerprint(&self) -> Fingerprint {
-        fingerprint(&self.path, &self.nar, &self.references).unwrap()
+        fingerprint(
+            &self.path,
+            &self.nar.sha256,
+            self.nar.size,
+            &self.references,
+        )
+        .unwrap()
     }
 
     fn narinfo(&self, sigs: &[String]) -> String {
         narinfo(
             &self.path,
-            &self.nar,
+            &self.nar.sha256,
+            self.nar.size,
             &self.references,
             self.deriver.as_deref(),
             sigs,
@@ -409,7 +416,7 @@ fn nix_store_verify_refuses_another_key_of_the_same_name() {
         let sig = sign(&name, &key, &b.fingerprint()).unwrap();
         assert!(matches!(
             verify(&sig, &other_line, &b.fingerprint()),
-            Err(NixSigError::BadSignature { .. })
+            Err(Error::Nix(NixFailure::BadSignature { .. }))
         ));
     }
 }
@@ -429,19 +436,19 @@ fn nix_store_verify_refuses_a_signature_over_another_fingerprint() {
     let tampered: [(&str, Fingerprint); 4] = [
         (
             "NAR size + 1",
-            fingerprint(&y.path, &bigger, &y.references).unwrap(),
+            fingerprint(&y.path, &bigger.sha256, bigger.size, &y.references).unwrap(),
         ),
         (
             "another NAR hash",
-            fingerprint(&y.path, &other_hash, &y.references).unwrap(),
+            fingerprint(&y.path, &other_hash.sha256, other_hash.size, &y.references).unwrap(),
         ),
         (
             "a reference dropped",
-            fingerprint(&y.path, &y.nar, &y.references[1..]).unwrap(),
+            fingerprint(&y.path, &y.nar.sha256, y.nar.size, &y.references[1..]).unwrap(),
         ),
         (
             "another path",
-            fingerprint(&built[1].path, &y.nar, &y.references).unwrap(),
+            fingerprint(&built[1].path, &y.nar.sha256, y.nar.size, &y.references).unwrap(),
         ),
     ];
     for (what, signed) in tampered {
@@ -455,7 +462,7 @@ fn nix_store_verify_refuses_a_signature_over_another_fingerprint() {
         assert!(
             matches!(
                 verify(&sig, &public, &y.fingerprint()),
-                Err(NixSigError::BadSignature { .. })
+                Err(Error::Nix(NixFailure::BadSignature { .. }))
             ),
             "{what}"
         );

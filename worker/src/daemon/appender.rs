@@ -6,6 +6,11 @@
 //!
 //! Indices are assigned here and nowhere else: the index is inside the
 //! signed statement, so signing happens after the position is known.
+//!
+//! Each store-path statement also carries K's Nix signature over the
+//! output's narinfo fingerprint (DESIGN.md, "The binding", step 4), made
+//! here from the same hash, size and references, so that a binary cache
+//! exported from the statement is accepted by plain Nix.
 
 use std::sync::Arc;
 
@@ -42,6 +47,9 @@ pub(crate) struct Appender {
     pub(crate) paths: Arc<PathIndex>,
     /// Most statements in one batch.
     pub(crate) max_batch: usize,
+    /// Whether statements carry a Nix signature: only for the default
+    /// store directory, the one Nix fingerprints (`nixsig::STORE_DIR`) name.
+    pub(crate) nix_signatures: bool,
     /// Held until this is done writing.
     pub(crate) _lock: Arc<super::StateLock>,
 }
@@ -157,7 +165,7 @@ impl Appender {
         let mut submitted = Vec::with_capacity(job.outputs.len());
         let mut index = first;
         for out in &job.outputs {
-            let statement = Statement {
+            let mut statement = Statement {
                 subject: Subject::StorePath(out.path.clone()),
                 sha256: out.nar.sha256,
                 size: out.nar.size,
@@ -167,7 +175,11 @@ impl Appender {
                 source_commit: self.commit.clone(),
                 log_index: Some(index),
                 time,
+                nix_signature: None,
             };
+            if self.nix_signatures {
+                statement.add_nix_signature(&self.key)?;
+            }
             let bytes = statement.sign(&self.key)?;
             if bytes.len() > MAX_ENTRY_LEN {
                 return Err(DaemonError::StatementTooLarge {

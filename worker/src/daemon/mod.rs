@@ -277,6 +277,10 @@ pub struct Submitted {
     pub worker_key: [u8; 32],
 }
 
+/// How long [`Worker::shutdown`] waits for the last writer to let go of
+/// the state directory.
+const SHUTDOWN_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Which entry a bundle is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BundleFor {
@@ -412,6 +416,8 @@ impl Worker {
             head: head_tx,
             paths: paths.clone(),
             max_batch: config.max_batch,
+            nix_signatures: config.store_dir
+                == std::path::Path::new(provenix_verifier::nixsig::STORE_DIR),
             _lock: lock.clone(),
         };
         let appender = std::thread::Builder::new()
@@ -667,12 +673,26 @@ impl Worker {
                 .map_err(|e| DaemonError::Internal(format!("checkpointer: {e}")))?;
         }
         self.current.write_log().sync()?;
-        drop(
-            self.lock
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
+        let lock = self
+            .lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(lock) = lock {
+            // Blocking work the checkpointer started (evidence requests) may
+            // still hold the lock for a moment after its task ended; the
+            // state directory is free only once nothing that writes to it
+            // is left, so wait for that, boundedly, before returning.
+            let deadline = tokio::time::Instant::now() + SHUTDOWN_LOCK_WAIT;
+            while Arc::strong_count(&lock) > 1 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            if Arc::strong_count(&lock) > 1 {
+                return Err(DaemonError::Internal(
+                    "a writer still holds the state directory after shutdown".into(),
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -4,8 +4,12 @@
 //! `require-sigs`) accepts the path under the worker's key, with no Provenix
 //! code on the user's side.
 //!
+//! It lives in the verifier, which checks the Nix signature a statement
+//! carries ([`crate::Statement::check_nix_signature`]) and, later, narinfo
+//! against statements; the worker signs and writes binary caches with it.
+//!
 //! The formats are Nix 2.8's, checked against that release in
-//! `tests/nixsig.rs`:
+//! `worker/tests/nixsig.rs`:
 //!
 //! - Fingerprint (`ValidPathInfo::fingerprint`, `src/libstore/path-info.cc`):
 //!   `1;<store path>;sha256:<nix32 NAR hash>;<NAR size>;<references>`, the
@@ -51,7 +55,7 @@ use std::fmt;
 
 use ring::signature::{ED25519, Ed25519KeyPair, UnparsedPublicKey};
 
-use crate::nar::{NarDigest, nix32};
+use crate::error::Error;
 
 /// The store directory. The fingerprint names full paths, so a path in
 /// another store directory is another path; the worker builds for the
@@ -78,10 +82,11 @@ const PUBLIC_KEY_LEN: usize = 32;
 const SIGNATURE_LEN: usize = 64;
 
 /// Why a fingerprint, narinfo, key line or signature could not be made or
-/// checked.
-#[derive(Debug, thiserror::Error)]
+/// checked; the crate's [`Error`] carries it as [`Error::Nix`], or as
+/// [`Error::StatementNixSignature`] for a statement's own signature.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum NixSigError {
+pub enum NixFailure {
     /// A path is not a store path in [`STORE_DIR`] as Nix prints one.
     #[error("{field} {value:?} is not a store path in {STORE_DIR}: {reason}")]
     StorePath {
@@ -162,24 +167,25 @@ impl From<Fingerprint> for String {
     }
 }
 
-/// The fingerprint Nix signs for `store_path`: `1;<store path>;<NarHash>;
-/// <NarSize>;<references>`. `references` are full store paths (the self
+/// The fingerprint Nix signs for `store_path` whose NAR has SHA-256
+/// `sha256` and `size` bytes: `1;<store path>;<NarHash>;<NarSize>;
+/// <references>`. `references` are full store paths (the self
 /// reference included, if the path has one), in any order and possibly
 /// repeated: Nix holds them in a set, so they are sorted and deduplicated.
 pub fn fingerprint(
     store_path: &str,
-    nar: &NarDigest,
+    sha256: &[u8; 32],
+    size: u64,
     references: &[String],
-) -> Result<Fingerprint, NixSigError> {
+) -> Result<Fingerprint, Error> {
     check_store_path("store path", store_path)?;
-    if nar.size == 0 {
-        return Err(NixSigError::EmptyNar);
+    if size == 0 {
+        return Err(NixFailure::EmptyNar.into());
     }
     let references = sorted_references(references)?;
     Ok(Fingerprint(format!(
-        "1;{store_path};{};{};{}",
-        nar.nar_hash(),
-        nar.size,
+        "1;{store_path};{};{size};{}",
+        nar_hash(sha256),
         references.join(",")
     )))
 }
@@ -193,9 +199,20 @@ pub fn worker_key_name(public_key: &[u8; 32]) -> String {
     format!("provenix-{hex}")
 }
 
+/// The worker key's public line, `<worker_key_name>:<base64 key>`: what a
+/// user puts in `trusted-public-keys` to accept the worker's `Sig:` lines.
+/// The name is always valid, so this cannot fail.
+pub fn worker_key_line(public_key: &[u8; 32]) -> String {
+    format!(
+        "{}:{}",
+        worker_key_name(public_key),
+        base64_encode(public_key)
+    )
+}
+
 /// The public key as Nix's `trusted-public-keys` setting and
 /// `nix key convert-secret-to-public` write it: `<name>:<base64 key>`.
-pub fn public_key_line(name: &str, public_key: &[u8; 32]) -> Result<String, NixSigError> {
+pub fn public_key_line(name: &str, public_key: &[u8; 32]) -> Result<String, Error> {
     check_key_name(name)?;
     Ok(format!("{name}:{}", base64_encode(public_key)))
 }
@@ -203,11 +220,7 @@ pub fn public_key_line(name: &str, public_key: &[u8; 32]) -> Result<String, NixS
 /// The narinfo `Sig:` value of `key` over `fingerprint`:
 /// `<name>:<base64 signature>`. Ed25519 is deterministic, so this equals
 /// what `nix store sign` writes with the same key.
-pub fn sign(
-    name: &str,
-    key: &Ed25519KeyPair,
-    fingerprint: &Fingerprint,
-) -> Result<String, NixSigError> {
+pub fn sign(name: &str, key: &Ed25519KeyPair, fingerprint: &Fingerprint) -> Result<String, Error> {
     check_key_name(name)?;
     let signature = key.sign(fingerprint.as_str().as_bytes());
     Ok(format!("{name}:{}", base64_encode(signature.as_ref())))
@@ -221,23 +234,28 @@ pub fn verify(
     sig_line: &str,
     public_key_line: &str,
     fingerprint: &Fingerprint,
-) -> Result<(), NixSigError> {
+) -> Result<(), Error> {
     let (key_name, public_key) = parse_line("public key", public_key_line, PUBLIC_KEY_LEN)?;
     let (sig_name, signature) = parse_line("signature", sig_line, SIGNATURE_LEN)?;
     if sig_name != key_name {
-        return Err(NixSigError::NameMismatch {
+        return Err(NixFailure::NameMismatch {
             signature: sig_name.to_owned(),
             key: key_name.to_owned(),
-        });
+        }
+        .into());
     }
     UnparsedPublicKey::new(&ED25519, public_key)
         .verify(fingerprint.as_str().as_bytes(), &signature)
-        .map_err(|_| NixSigError::BadSignature {
-            name: sig_name.to_owned(),
+        .map_err(|_| {
+            NixFailure::BadSignature {
+                name: sig_name.to_owned(),
+            }
+            .into()
         })
 }
 
-/// The narinfo a Nix binary cache serves for `store_path` with its NAR
+/// The narinfo a Nix binary cache serves for `store_path`, whose NAR has
+/// SHA-256 `sha256` and `size` bytes, with its NAR
 /// stored uncompressed, byte for byte as Nix 2.8 writes it
 /// (`nix copy --to 'file://...?compression=none'`, then `nix store sign`):
 ///
@@ -261,14 +279,15 @@ pub fn verify(
 /// whether it verifies is not checked here.
 pub fn narinfo(
     store_path: &str,
-    nar: &NarDigest,
+    sha256: &[u8; 32],
+    size: u64,
     references: &[String],
     deriver: Option<&str>,
     sigs: &[String],
-) -> Result<String, NixSigError> {
+) -> Result<String, Error> {
     check_store_path("store path", store_path)?;
-    if nar.size == 0 {
-        return Err(NixSigError::EmptyNar);
+    if size == 0 {
+        return Err(NixFailure::EmptyNar.into());
     }
     let references = sorted_references(references)?;
     let deriver = deriver
@@ -281,8 +300,7 @@ pub fn narinfo(
     sigs.sort_unstable();
     sigs.dedup();
 
-    let hash = nix32(&nar.sha256);
-    let size = nar.size;
+    let hash = nix32(sha256);
     let short_refs: Vec<&str> = references
         .iter()
         .map(|reference| base_name(reference))
@@ -307,9 +325,46 @@ pub fn narinfo(
     Ok(text)
 }
 
+/// `bytes` in Nix's base 32, as `printHash32` in Nix's
+/// `src/libutil/hash.cc` writes it: the alphabet omits e, o, u and t, and
+/// the bytes are read as one little-endian number whose 5-bit digits are
+/// written most significant first. A SHA-256 hash gives 52 characters.
+pub fn nix32(bytes: &[u8]) -> String {
+    // `base32Chars` in hash.cc.
+    const ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
+    // Take 5-bit digits from the least significant end (the first byte's low
+    // bits), then reverse: printHash32 starts from the most significant one.
+    let mut digits = Vec::with_capacity(bytes.len().saturating_mul(8).div_ceil(5));
+    let mut acc: u16 = 0;
+    let mut bits: u32 = 0;
+    for &byte in bytes {
+        acc |= u16::from(byte).checked_shl(bits).unwrap_or(0);
+        bits = bits.saturating_add(8);
+        while bits >= 5 {
+            digits.push(acc & 0x1f);
+            acc >>= 5;
+            bits = bits.saturating_sub(5);
+        }
+    }
+    if bits > 0 {
+        digits.push(acc & 0x1f);
+    }
+    digits
+        .iter()
+        .rev()
+        .map(|&d| char::from(ALPHABET.get(usize::from(d)).copied().unwrap_or(b'?')))
+        .collect()
+}
+
+/// A NAR hash as Nix writes it in narinfo (`NarHash:`) and in fingerprints:
+/// `sha256:` and the hash in Nix's base 32.
+pub fn nar_hash(sha256: &[u8; 32]) -> String {
+    format!("sha256:{}", nix32(sha256))
+}
+
 /// Check every reference and return them sorted as bytes, without
 /// duplicates (Nix's `std::set<std::string>` order).
-fn sorted_references(references: &[String]) -> Result<Vec<&str>, NixSigError> {
+fn sorted_references(references: &[String]) -> Result<Vec<&str>, NixFailure> {
     let mut sorted = Vec::with_capacity(references.len());
     for reference in references {
         check_store_path("reference", reference)?;
@@ -330,8 +385,8 @@ fn base_name(path: &str) -> &str {
 /// `src/libstore/path.cc`), and return its base name. The name's
 /// characters exclude `,`, `;`, whitespace and `/`, which is what keeps a
 /// fingerprint and a narinfo unambiguous.
-fn check_store_path<'a>(field: &'static str, path: &'a str) -> Result<&'a str, NixSigError> {
-    let bad = |reason| NixSigError::StorePath {
+fn check_store_path<'a>(field: &'static str, path: &'a str) -> Result<&'a str, NixFailure> {
+    let bad = |reason| NixFailure::StorePath {
         field,
         value: path.to_owned(),
         reason,
@@ -387,8 +442,8 @@ fn check_name(name: &str) -> Result<(), &'static str> {
 
 /// A key name Nix keeps whole: not empty, at most [`MAX_KEY_NAME_LEN`]
 /// bytes, printable ASCII without `:` or space.
-fn check_key_name(name: &str) -> Result<(), NixSigError> {
-    let bad = |reason| NixSigError::KeyName {
+fn check_key_name(name: &str) -> Result<(), NixFailure> {
+    let bad = |reason| NixFailure::KeyName {
         name: name.to_owned(),
         reason,
     };
@@ -416,13 +471,13 @@ fn parse_line<'a>(
     what: &'static str,
     line: &'a str,
     len: usize,
-) -> Result<(&'a str, Vec<u8>), NixSigError> {
-    let malformed = |reason| NixSigError::Malformed { what, reason };
+) -> Result<(&'a str, Vec<u8>), NixFailure> {
+    let malformed = |reason| NixFailure::Malformed { what, reason };
     let (name, encoded) = line.split_once(':').ok_or(malformed("no ':'"))?;
     check_key_name(name)?;
     let bytes = base64_decode(encoded).ok_or(malformed("not canonical padded base64"))?;
     if bytes.len() != len {
-        return Err(NixSigError::Length {
+        return Err(NixFailure::Length {
             what,
             found: bytes.len(),
             expected: len,
@@ -453,7 +508,7 @@ mod tests {
 
     use super::*;
 
-    // A path Nix 2.8 built (`tests/nixsig.rs` builds the same derivation),
+    // A path Nix 2.8 built (`worker/tests/nixsig.rs` builds the same derivation),
     // copied with `nix copy --to 'file://...?compression=none'` and signed
     // with `nix store sign --key-file` under a key from
     // `nix key generate-secret --key-name test`. A throwaway test key.
@@ -481,11 +536,8 @@ Deriver: 8dlm02c4vidk3xm59wk2l1wii69rm14y-provenix-nixsig-y.drv
 Sig: test:AYVcW9vCWlmfJLTfOmKTk68iQC2k2GY8OJAVvA65qnlH4Qp4za+3x7eZzCLvqJipxrFb4Bq85yelEOcaxUBPCg==
 ";
 
-    fn nar() -> NarDigest {
-        NarDigest {
-            sha256: hex::decode(NAR_SHA256).unwrap().try_into().unwrap(),
-            size: NAR_SIZE,
-        }
+    fn sha() -> [u8; 32] {
+        hex::decode(NAR_SHA256).unwrap().try_into().unwrap()
     }
 
     /// The references in an order Nix would not use, with a duplicate.
@@ -500,7 +552,59 @@ Sig: test:AYVcW9vCWlmfJLTfOmKTk68iQC2k2GY8OJAVvA65qnlH4Qp4za+3x7eZzCLvqJipxrFb4B
     }
 
     fn sample_fingerprint() -> Fingerprint {
-        fingerprint(PATH, &nar(), &references()).unwrap()
+        fingerprint(PATH, &sha(), NAR_SIZE, &references()).unwrap()
+    }
+
+    #[test]
+    fn nix32_matches_nix() {
+        // From Nix 2.8: `nix hash to-base32 --type T HEX`.
+        let table: &[(&str, &str)] = &[
+            // SHA-256 of the empty string.
+            (
+                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73",
+            ),
+            // MD5, SHA-1 and SHA-512 of the empty string: 26, 32 and 103
+            // characters, where the top digit has fewer than 5 bits.
+            (
+                "d41d8cd98f00b204e9800998ecf8427e",
+                "3y8bwfr609h3lh9ch0izcqq7fl",
+            ),
+            (
+                "da39a3ee5e6b4b0d3255bfef95601890afd80709",
+                "143xibwh31h9bvxzalr0sjvbbvpa6ffs",
+            ),
+            (
+                "cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce\
+                 47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e",
+                "0zdl9zrg8r3i9c1g90lgg9ip5ijzv3yhz91i0zzn3r8ap9ws784gkp9dk9j3aglhgf1amqb0pj21mh7h1nxcl18akqvvf7ggqsy30yg",
+            ),
+            // The last byte is the most significant: it comes first.
+            (
+                "0000000000000000000000000000000000000000000000000000000000000001",
+                "0080000000000000000000000000000000000000000000000000",
+            ),
+            (
+                "8000000000000000000000000000000000000000000000000000000000000000",
+                "0000000000000000000000000000000000000000000000000040",
+            ),
+            (
+                "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+                "1zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+            ),
+        ];
+        for (hex, expected) in table {
+            assert_eq!(nix32(&hex::decode(hex).unwrap()), *expected, "{hex}");
+        }
+        assert_eq!(nix32(&[]), "");
+    }
+
+    #[test]
+    fn nar_hash_is_prefixed_nix32() {
+        assert_eq!(
+            nar_hash(&[0xff; 32]),
+            "sha256:1zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"
+        );
     }
 
     #[test]
@@ -514,7 +618,9 @@ Sig: test:AYVcW9vCWlmfJLTfOmKTk68iQC2k2GY8OJAVvA65qnlH4Qp4za+3x7eZzCLvqJipxrFb4B
         );
         // No references: the last field is empty, the ';' stays.
         assert_eq!(
-            fingerprint(REF_A, &nar(), &[]).unwrap().to_string(),
+            fingerprint(REF_A, &sha(), NAR_SIZE, &[])
+                .unwrap()
+                .to_string(),
             format!("1;{REF_A};sha256:1pckkg5gdhj5x35cgdsx28j2qcmaldh4adxc0ka294zbsx535xkc;304;")
         );
     }
@@ -532,7 +638,8 @@ Sig: test:AYVcW9vCWlmfJLTfOmKTk68iQC2k2GY8OJAVvA65qnlH4Qp4za+3x7eZzCLvqJipxrFb4B
     fn narinfo_equals_nix_copy_and_sign() {
         let text = narinfo(
             PATH,
-            &nar(),
+            &sha(),
+            NAR_SIZE,
             &references(),
             Some(DERIVER),
             &[SIG_LINE.to_owned(), SIG_LINE.to_owned()],
@@ -543,7 +650,7 @@ Sig: test:AYVcW9vCWlmfJLTfOmKTk68iQC2k2GY8OJAVvA65qnlH4Qp4za+3x7eZzCLvqJipxrFb4B
 
     #[test]
     fn narinfo_without_references_deriver_or_sigs() {
-        let text = narinfo(REF_A, &nar(), &[], None, &[]).unwrap();
+        let text = narinfo(REF_A, &sha(), NAR_SIZE, &[], None, &[]).unwrap();
         assert!(text.ends_with("NarSize: 304\nReferences: \n"), "{text}");
         assert!(!text.contains("Deriver") && !text.contains("Sig"), "{text}");
     }
@@ -553,7 +660,8 @@ Sig: test:AYVcW9vCWlmfJLTfOmKTk68iQC2k2GY8OJAVvA65qnlH4Qp4za+3x7eZzCLvqJipxrFb4B
         let other = format!("a-key:{}", base64_encode(&[0; 64]));
         let text = narinfo(
             PATH,
-            &nar(),
+            &sha(),
+            NAR_SIZE,
             &[],
             None,
             &[SIG_LINE.to_owned(), other.clone()],
@@ -569,27 +677,23 @@ Sig: test:AYVcW9vCWlmfJLTfOmKTk68iQC2k2GY8OJAVvA65qnlH4Qp4za+3x7eZzCLvqJipxrFb4B
     fn narinfo_refuses_a_sig_that_would_add_a_field() {
         let injected = format!("{SIG_LINE}\nNarSize: 1");
         assert!(matches!(
-            narinfo(PATH, &nar(), &[], None, &[injected]),
-            Err(NixSigError::Malformed {
+            narinfo(PATH, &sha(), NAR_SIZE, &[], None, &[injected]),
+            Err(Error::Nix(NixFailure::Malformed {
                 what: "signature",
                 ..
-            })
+            }))
         ));
     }
 
     #[test]
     fn empty_nar_refused() {
-        let empty = NarDigest {
-            sha256: [0; 32],
-            size: 0,
-        };
         assert!(matches!(
-            fingerprint(PATH, &empty, &[]),
-            Err(NixSigError::EmptyNar)
+            fingerprint(PATH, &[0; 32], 0, &[]),
+            Err(Error::Nix(NixFailure::EmptyNar))
         ));
         assert!(matches!(
-            narinfo(PATH, &empty, &[], None, &[]),
-            Err(NixSigError::EmptyNar)
+            narinfo(PATH, &[0; 32], 0, &[], None, &[]),
+            Err(Error::Nix(NixFailure::EmptyNar))
         ));
     }
 
@@ -677,20 +781,23 @@ Sig: test:AYVcW9vCWlmfJLTfOmKTk68iQC2k2GY8OJAVvA65qnlH4Qp4za+3x7eZzCLvqJipxrFb4B
             for (field, result) in [
                 (
                     "store path",
-                    fingerprint(path, &nar(), &[]).map(String::from),
+                    fingerprint(path, &sha(), NAR_SIZE, &[]).map(String::from),
                 ),
                 (
                     "reference",
-                    fingerprint(PATH, &nar(), &[(*path).to_owned()]).map(String::from),
+                    fingerprint(PATH, &sha(), NAR_SIZE, &[(*path).to_owned()]).map(String::from),
                 ),
-                ("deriver", narinfo(PATH, &nar(), &[], Some(path), &[])),
+                (
+                    "deriver",
+                    narinfo(PATH, &sha(), NAR_SIZE, &[], Some(path), &[]),
+                ),
             ] {
                 match result {
-                    Err(NixSigError::StorePath {
+                    Err(Error::Nix(NixFailure::StorePath {
                         field: f,
                         value,
                         reason: r,
-                    }) => {
+                    })) => {
                         assert_eq!((f, value.as_str()), (field, *path));
                         assert!(r.contains(reason), "{path:?}: {r}");
                     }
@@ -705,7 +812,7 @@ Sig: test:AYVcW9vCWlmfJLTfOmKTk68iQC2k2GY8OJAVvA65qnlH4Qp4za+3x7eZzCLvqJipxrFb4B
             format!("/nix/store/{hash}-...-x"),
             format!("/nix/store/{hash}-A+Z-0.9_?="),
         ] {
-            fingerprint(&good, &nar(), std::slice::from_ref(&good)).unwrap();
+            fingerprint(&good, &sha(), NAR_SIZE, std::slice::from_ref(&good)).unwrap();
         }
     }
 
@@ -717,19 +824,28 @@ Sig: test:AYVcW9vCWlmfJLTfOmKTk68iQC2k2GY8OJAVvA65qnlH4Qp4za+3x7eZzCLvqJipxrFb4B
             assert!(
                 matches!(
                     public_key_line(name, &[0; 32]),
-                    Err(NixSigError::KeyName { .. })
+                    Err(Error::Nix(NixFailure::KeyName { .. }))
                 ),
                 "{name:?}"
             );
             assert!(
                 matches!(
                     sign(name, &key, &sample_fingerprint()),
-                    Err(NixSigError::KeyName { .. })
+                    Err(Error::Nix(NixFailure::KeyName { .. }))
                 ),
                 "{name:?}"
             );
         }
         public_key_line(&"n".repeat(MAX_KEY_NAME_LEN), &[0; 32]).unwrap();
+    }
+
+    #[test]
+    fn worker_key_line_is_public_key_line_under_worker_key_name() {
+        let public: [u8; 32] = nix_key().public_key().as_ref().try_into().unwrap();
+        assert_eq!(
+            worker_key_line(&public),
+            public_key_line(&worker_key_name(&public), &public).unwrap()
+        );
     }
 
     #[test]
@@ -742,17 +858,15 @@ Sig: test:AYVcW9vCWlmfJLTfOmKTk68iQC2k2GY8OJAVvA65qnlH4Qp4za+3x7eZzCLvqJipxrFb4B
 
     #[test]
     fn verify_tampered_fingerprint() {
-        let mut bigger = nar();
-        bigger.size += 1;
-        let tampered = fingerprint(PATH, &bigger, &references()).unwrap();
+        let tampered = fingerprint(PATH, &sha(), NAR_SIZE + 1, &references()).unwrap();
         assert!(matches!(
             verify(SIG_LINE, PUBLIC_LINE, &tampered),
-            Err(NixSigError::BadSignature { name }) if name == "test"
+            Err(Error::Nix(NixFailure::BadSignature { name })) if name == "test"
         ));
-        let dropped = fingerprint(PATH, &nar(), &[REF_A.to_owned()]).unwrap();
+        let dropped = fingerprint(PATH, &sha(), NAR_SIZE, &[REF_A.to_owned()]).unwrap();
         assert!(matches!(
             verify(SIG_LINE, PUBLIC_LINE, &dropped),
-            Err(NixSigError::BadSignature { .. })
+            Err(Error::Nix(NixFailure::BadSignature { .. }))
         ));
     }
 
@@ -763,7 +877,7 @@ Sig: test:AYVcW9vCWlmfJLTfOmKTk68iQC2k2GY8OJAVvA65qnlH4Qp4za+3x7eZzCLvqJipxrFb4B
         let line = public_key_line("test", &public).unwrap();
         assert!(matches!(
             verify(SIG_LINE, &line, &sample_fingerprint()),
-            Err(NixSigError::BadSignature { .. })
+            Err(Error::Nix(NixFailure::BadSignature { .. }))
         ));
     }
 
@@ -772,7 +886,7 @@ Sig: test:AYVcW9vCWlmfJLTfOmKTk68iQC2k2GY8OJAVvA65qnlH4Qp4za+3x7eZzCLvqJipxrFb4B
         let line = PUBLIC_LINE.replacen("test", "tess", 1);
         assert!(matches!(
             verify(SIG_LINE, &line, &sample_fingerprint()),
-            Err(NixSigError::NameMismatch { signature, key }) if signature == "test" && key == "tess"
+            Err(Error::Nix(NixFailure::NameMismatch { signature, key })) if signature == "test" && key == "tess"
         ));
     }
 
@@ -794,7 +908,9 @@ Sig: test:AYVcW9vCWlmfJLTfOmKTk68iQC2k2GY8OJAVvA65qnlH4Qp4za+3x7eZzCLvqJipxrFb4B
         ];
         for (sig, key, what) in table {
             match verify(sig, key, &fp) {
-                Err(NixSigError::Malformed { what: w, .. }) => assert_eq!(w, *what, "{sig} {key}"),
+                Err(Error::Nix(NixFailure::Malformed { what: w, .. })) => {
+                    assert_eq!(w, *what, "{sig} {key}")
+                }
                 other => panic!("{sig:?} {key:?}: {other:?}"),
             }
         }
@@ -802,24 +918,24 @@ Sig: test:AYVcW9vCWlmfJLTfOmKTk68iQC2k2GY8OJAVvA65qnlH4Qp4za+3x7eZzCLvqJipxrFb4B
         let short_sig = format!("test:{}", base64_encode(&[1; 63]));
         assert!(matches!(
             verify(&short_sig, PUBLIC_LINE, &fp),
-            Err(NixSigError::Length {
+            Err(Error::Nix(NixFailure::Length {
                 what: "signature",
                 found: 63,
                 expected: 64
-            })
+            }))
         ));
         let long_key = format!("test:{}", base64_encode(&[1; 33]));
         assert!(matches!(
             verify(SIG_LINE, &long_key, &fp),
-            Err(NixSigError::Length {
+            Err(Error::Nix(NixFailure::Length {
                 what: "public key",
                 found: 33,
                 expected: 32
-            })
+            }))
         ));
         assert!(matches!(
             verify(&format!(":{sig_b64}"), PUBLIC_LINE, &fp),
-            Err(NixSigError::KeyName { .. })
+            Err(Error::Nix(NixFailure::KeyName { .. }))
         ));
     }
 
