@@ -20,7 +20,7 @@
 #
 # Usage: benches/nar.sh                     (RUNS=5, COLD_RUNS=5 by default)
 #        RUNS=10 COLD_RUNS=0 benches/nar.sh
-#        NAR_BENCH_TREE=/var/tmp/nar-tree benches/nar.sh   (keep the tree)
+#        NAR_BENCH_TREE=target/nar-tree benches/nar.sh   (keep the tree)
 # Needs: python3, cargo, ~1.1 GiB free in TMPDIR; installs hyperfine and
 # nix-bin (apt) when missing.
 
