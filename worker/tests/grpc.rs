@@ -323,6 +323,10 @@ fn nix_available(test: &str) -> bool {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
+    // A fresh machine has no store until the first Nix command makes one.
+    if found && !Path::new("/nix/store").is_dir() {
+        let _ = Command::new("nix-store").arg("--init").status();
+    }
     let why = if !found {
         "nix-build (Debian package nix-bin) is not on PATH"
     } else if !Path::new("/nix/store").is_dir() {
