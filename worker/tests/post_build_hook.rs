@@ -13,56 +13,18 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Output, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use provenix_verifier::nixsig::{self, public_key_line, worker_key_line, worker_key_name};
 use provenix_verifier::{Subject, Verifier, verify_bundle};
 use provenix_worker::platform::sim_policy;
 
+mod common;
+
+use common::{Daemon, nix_available, wait_for};
+
 const WORKER: &str = env!("CARGO_BIN_EXE_provenix-worker");
-
-fn nix_available() -> bool {
-    let works = |tool: &str| {
-        Command::new(tool)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if works("nix-build") && works("nix") {
-        return true;
-    }
-    let why = "nix-build and nix (Debian package nix-bin) are not usable";
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true: {why}"
-    );
-    eprintln!("SKIP: post_build_hook: {why}");
-    false
-}
-
-/// The daemon, killed and its directory removed when dropped.
-struct Daemon(Child, PathBuf);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
-fn wait_for(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the daemon did not open {}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn success(out: Output, what: &str) -> String {
     assert!(
@@ -88,7 +50,7 @@ fn nix_store_verify(cache: &Path, key: &str, path: &str) -> Output {
 
 #[test]
 fn nix_build_with_the_post_build_hook_gives_a_bundle_and_a_nix_signature() {
-    if !nix_available() {
+    if !nix_available("post_build_hook") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("provenix-post-build-hook-{}", std::process::id()));

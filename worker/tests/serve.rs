@@ -7,8 +7,8 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hyper_util::rt::TokioIo;
@@ -21,43 +21,16 @@ use provenix_worker::grpc::proto::{BuildRequest, BundleRequest, HeadRequest};
 use provenix_worker::platform::sim_policy;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-fn nix_available() -> bool {
-    if Command::new("nix-build")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true but nix-build is missing (apt-get install nix-bin)"
-    );
-    eprintln!("SKIP: nix-build is missing (apt-get install nix-bin)");
-    false
-}
+mod common;
 
-struct Daemon(Child, PathBuf);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
+use common::{Daemon, nix_available, wait_for};
 
 async fn channel(path: &Path) -> Channel {
     let path = path.to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the daemon did not open {}",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let waiting = path.clone();
+    tokio::task::spawn_blocking(move || wait_for(&waiting))
+        .await
+        .unwrap();
     Endpoint::from_static("http://localhost")
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
@@ -71,7 +44,7 @@ async fn channel(path: &Path) -> Channel {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_build_is_logged_and_its_bundle_verifies() {
-    if !nix_available() {
+    if !nix_available("serve") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("provenix-serve-{}", std::process::id()));

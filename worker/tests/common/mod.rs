@@ -1,0 +1,53 @@
+//! Test support shared by the tests that start the real daemon and Nix.
+
+#![allow(dead_code, unreachable_pub)] // each test binary uses a part
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// Whether Debian's Nix (`nix-build` and `nix`) is usable. Absent, the test
+/// says so and is skipped, except with `CI=true`, where it fails.
+pub fn nix_available(test: &str) -> bool {
+    let works = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works("nix-build") && works("nix") {
+        return true;
+    }
+    let why = "nix-build and nix (Debian package nix-bin) are not usable";
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true: {test}: {why}"
+    );
+    eprintln!("SKIP: {test}: {why}");
+    false
+}
+
+/// A child process (the daemon), killed and its directory removed when
+/// dropped.
+pub struct Daemon(pub Child, pub PathBuf);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+/// Wait until the daemon has made `path` (a socket), at most 30 s.
+pub fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not open {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
