@@ -3,8 +3,10 @@
 //! Phases, one module each: parse (in `provenix-firmware`), authenticate
 //! ([`Verifier::authenticate`]: the chain to a pinned AMD root, the report
 //! signature, TCB and chip bindings), appraise ([`Policy::appraise`]: every
-//! policy check, every failure reported). Only this crate can make an
-//! [`AuthenticatedReport`] or a [`VerifiedReport`].
+//! policy check, every failure reported), decide ([`Policy::decide`]: M of N
+//! distinct builders on one subject, every reason reported). Only this crate
+//! can make an [`AuthenticatedReport`], a [`VerifiedReport`] or a
+//! [`Decision`].
 //!
 //! Time, trust anchors and CRLs are parameters: the library never reads the
 //! clock or the network on its own.
@@ -17,10 +19,14 @@ mod bundle;
 mod cbor;
 mod checkpoint;
 mod crl;
+mod decide;
 mod error;
 mod merkle;
+#[cfg(unix)]
+pub mod nar;
 pub mod nixsig;
 mod policy;
+pub mod slsa;
 mod statement;
 mod x509;
 
@@ -36,6 +42,7 @@ pub use checkpoint::{
     VerifiedCheckpoint, VerifierKey, signature_line, verify_checkpoint,
 };
 pub use crl::Crl;
+pub use decide::{Actual, Builder, Claim, Decision, Excluded, Reason, Why};
 pub use error::{CertRole, Error, Finding, Rejection};
 pub use merkle::{
     EMPTY_ROOT, Hash, MAX_CONSISTENCY_PROOF, MAX_INCLUSION_PROOF, ProofFailure, hash_from_slice,
@@ -44,7 +51,8 @@ pub use merkle::{
 };
 pub use nixsig::NixFailure;
 pub use policy::{
-    AbiVersion, Hex, MinTcb, Policy, ReferenceMatch, RootPin, Signer, SnpPolicy, VerifiedReport,
+    AbiVersion, Builders, Distinct, Hex, MinTcb, NamedBuilder, Policy, ReferenceMatch, RootPin,
+    Signer, SnpPolicy, Threshold, VerifiedReport,
 };
 pub use statement::{
     MAX_REFERENCES, MAX_STATEMENT_SIZE, STATEMENT_CONTENT_TYPE, STATEMENT_VERSION, Statement,

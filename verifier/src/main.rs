@@ -12,8 +12,10 @@ use clap::{Parser, Subcommand};
 use provenix_firmware::snp::{AttestationReport, CertKind, CertTable, REPORT_SIZE};
 use provenix_verifier::{Crl, Error, Policy, Verifier};
 
+mod export;
 mod measure;
 mod show;
+mod verify;
 
 /// Verify Provenix hardware evidence.
 #[derive(Parser)]
@@ -85,10 +87,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Decide whether enough distinct trusted builders agree on a subject
+    /// (an artifact, a local store path, or what the bundles name), under
+    /// the policy's `[threshold]`. Exit 0 accepted, 1 rejected, 2 error.
+    Verify(verify::VerifyArgs),
     /// Compute expected measurements from boot artifacts.
     Measure {
         #[command(subcommand)]
         what: measure::MeasureCommand,
+    },
+    /// Export a verified bundle to supply-chain formats.
+    Export {
+        #[command(subcommand)]
+        what: export::ExportCommand,
     },
 }
 
@@ -191,7 +202,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Err(_) => ExitCode::from(1),
             })
         }
+        Command::Verify(args) => verify::run(args),
         Command::Measure { what } => measure::run(what),
+        Command::Export { what } => export::run(what),
     }
 }
 

@@ -32,6 +32,10 @@ pub struct Policy {
     /// SEV-SNP report checks.
     #[serde(default)]
     pub snp: SnpPolicy,
+    /// How many distinct builders must agree on a subject (the decide
+    /// phase, [`Policy::decide`]).
+    #[serde(default)]
+    pub threshold: Threshold,
 }
 
 impl Default for Policy {
@@ -41,6 +45,7 @@ impl Default for Policy {
             trust_amd_roots: true,
             roots: Vec::new(),
             snp: SnpPolicy::default(),
+            threshold: Threshold::default(),
         }
     }
 }
@@ -147,6 +152,149 @@ impl Default for SnpPolicy {
 
 fn yes() -> bool {
     true
+}
+
+/// The `[threshold]` section: M of N distinct builders.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Threshold {
+    /// M: how many distinct builders must state the same digest (default 1,
+    /// at least 1).
+    #[serde(default = "one")]
+    pub m: u32,
+    /// What makes two builders distinct (default `"key"`).
+    #[serde(default)]
+    pub distinct: Distinct,
+    /// Which builders count: `"any"` (default: any attested worker of an
+    /// accepted commit) or a list of named worker keys.
+    #[serde(default)]
+    pub builders: Builders,
+}
+
+impl Default for Threshold {
+    fn default() -> Self {
+        Threshold {
+            m: 1,
+            distinct: Distinct::Key,
+            builders: Builders::Any,
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// What makes two builders distinct for the threshold.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Distinct {
+    /// Distinct worker keys (a key lives in one VM's memory).
+    #[default]
+    Key,
+    /// Distinct chips: CHIP_ID for a VCEK (authenticated: it must equal the
+    /// VCEK's hwID); for a VLEK, which has no chip ID, the cloud (cspId) and
+    /// the VLEK itself, so one VLEK, however many chips share it, is one.
+    Chip,
+    /// Distinct platforms: product and signer kind for a VCEK (all Milan
+    /// chips with VCEKs are one), the cloud (cspId) for a VLEK.
+    Platform,
+}
+
+impl Distinct {
+    /// The policy's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Distinct::Key => "key",
+            Distinct::Chip => "chip",
+            Distinct::Platform => "platform",
+        }
+    }
+}
+
+/// Which builders count toward the threshold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Builders {
+    /// Any attested worker of an accepted commit.
+    #[default]
+    Any,
+    /// Only these worker keys; N is their number.
+    Named(Vec<NamedBuilder>),
+}
+
+/// A builder the policy names.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NamedBuilder {
+    /// A name for messages.
+    pub name: String,
+    /// The worker's Ed25519 key, hex.
+    pub key: Hex<32>,
+}
+
+impl<'de> Deserialize<'de> for Builders {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Builders;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#""any" or a list of { name, key } tables"#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Builders, E> {
+                if v == "any" {
+                    Ok(Builders::Any)
+                } else {
+                    Err(E::custom(format!(
+                        r#"builders = {v:?}: expected "any" or a list of {{ name, key }} tables"#
+                    )))
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Builders, A::Error> {
+                let mut named = Vec::new();
+                while let Some(b) = seq.next_element::<NamedBuilder>()? {
+                    named.push(b);
+                }
+                Ok(Builders::Named(named))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+impl Threshold {
+    /// Refuse thresholds that can never be met or are ambiguous.
+    fn check(&self) -> Result<(), Error> {
+        let bad = |what: String| Err(Error::Policy(format!("[threshold] {what}")));
+        if self.m == 0 {
+            return bad("m = 0: at least one builder must agree".into());
+        }
+        if let Builders::Named(named) = &self.builders {
+            if named.is_empty() {
+                return bad("builders is an empty list".into());
+            }
+            let n = named.len();
+            if usize::try_from(self.m).is_ok_and(|m| m > n) {
+                return bad(format!("m = {} exceeds the {n} named builders", self.m));
+            }
+            for (i, b) in named.iter().enumerate() {
+                for other in named.iter().skip(i.saturating_add(1)) {
+                    if other.key == b.key {
+                        return bad(format!(
+                            "builders {:?} and {:?} have the same key",
+                            b.name, other.name
+                        ));
+                    }
+                    if other.name == b.name {
+                        return bad(format!("two builders are named {:?}", b.name));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A signing-key kind in a policy.
@@ -271,6 +419,7 @@ impl Policy {
 
     fn from_toml_in(text: &str, base: &Path) -> Result<Policy, Error> {
         let mut policy: Policy = toml::from_str(text).map_err(|e| Error::Policy(e.to_string()))?;
+        policy.threshold.check()?;
         let snp = &mut policy.snp;
         snp.manifests = snp
             .reference_values

@@ -327,3 +327,125 @@ pub(crate) fn print_bundle_verdict(
     }
     Ok(())
 }
+
+fn digest_json(d: provenix_verifier::Actual) -> Value {
+    json!({"sha256": hex::encode(d.sha256), "size": d.size})
+}
+
+fn builder_json(b: &provenix_verifier::Builder) -> Value {
+    json!({
+        "bundle": b.source,
+        "name": b.name,
+        "worker_key": hex::encode(b.worker_key),
+        "source_commit": b.source_commit,
+        "unit": b.unit,
+        "sha256": hex::encode(b.sha256),
+        "size": b.size,
+    })
+}
+
+/// The `--json` form of one decision (schema: docs/verify.md).
+pub(crate) fn decision_json(d: &provenix_verifier::Decision) -> Value {
+    json!({
+        "subject": {"kind": d.subject().kind(), "name": d.subject().name()},
+        "verdict": if d.accepted() { "accepted" } else { "rejected" },
+        "actual": d.actual().map(digest_json),
+        "digest": d.digest().map(digest_json),
+        "required": d.required(),
+        "distinct": d.distinct().name(),
+        "counted": d.counted().iter().map(builder_json).collect::<Vec<_>>(),
+        "excluded": d.excluded().iter().map(|e| json!({
+            "bundle": e.source,
+            "builder": e.builder.as_ref().map(builder_json),
+            "reasons": e.reasons.iter().map(|w| json!({"code": w.code(), "message": w.to_string()})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "missing": d.missing(),
+        "disagreement": d.disagreement().iter().map(|c| json!({
+            "sha256": hex::encode(c.digest.sha256),
+            "size": c.digest.size,
+            "builders": c.builders,
+        })).collect::<Vec<_>>(),
+        "reasons": d.reasons().iter().map(|r| json!({"code": r.code(), "message": r.to_string()})).collect::<Vec<_>>(),
+    })
+}
+
+/// Print `provenix verify`'s decisions: per subject a verdict line, then
+/// the builders counted, every bundle not counted and why, the misses and
+/// any disagreement.
+pub(crate) fn print_decisions(
+    policy: &provenix_verifier::Policy,
+    decisions: &[provenix_verifier::Decision],
+    at: i64,
+    json: bool,
+) -> anyhow::Result<()> {
+    use provenix_verifier::Builders;
+    if json {
+        let all = decisions.iter().all(provenix_verifier::Decision::accepted);
+        let value = json!({
+            "schema": "provenix.verify/v1",
+            "verdict": if all { "accepted" } else { "rejected" },
+            "at": at,
+            "threshold": {
+                "m": policy.threshold.m,
+                "distinct": policy.threshold.distinct.name(),
+                "builders": match &policy.threshold.builders {
+                    Builders::Any => json!("any"),
+                    Builders::Named(named) => json!(named.iter().map(|n| json!({"name": n.name, "key": hex::encode(n.key.0)})).collect::<Vec<_>>()),
+                },
+            },
+            "subjects": decisions.iter().map(decision_json).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    for d in decisions {
+        let names = |bs: &[provenix_verifier::Builder]| {
+            bs.iter()
+                .map(|b| b.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let digest = d.digest().map_or_else(
+            || "no digest".to_owned(),
+            |x| format!("sha256:{} ({} bytes)", hex::encode(x.sha256), x.size),
+        );
+        let counted = d.counted().len();
+        let required = d.required();
+        let distinct = d.distinct().name();
+        let mut line = format!(
+            "{} {}: {digest}, {counted} of {required} required distinct by {distinct}",
+            if d.accepted() { "ACCEPTED" } else { "REJECTED" },
+            d.subject().name(),
+        );
+        if counted > 0 {
+            let _ = write!(line, " ({})", names(d.counted()));
+        }
+        println!("{line}");
+        for r in d.reasons() {
+            println!("  - {r}");
+        }
+        if !d.missing().is_empty() {
+            println!("  - no statement from: {}", d.missing().join(", "));
+        }
+        for e in d.excluded() {
+            let who = e.builder.as_ref().map_or_else(
+                || e.source.clone(),
+                |b| format!("{} ({})", b.name, b.source),
+            );
+            let why: Vec<String> = e.reasons.iter().map(ToString::to_string).collect();
+            println!("  - not counted: {who}: {}", why.join("; "));
+        }
+        if !d.disagreement().is_empty() {
+            println!("  - builders disagree:");
+            for c in d.disagreement() {
+                println!(
+                    "      sha256:{} ({} bytes): {}",
+                    hex::encode(c.digest.sha256),
+                    c.digest.size,
+                    c.builders.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -15,6 +15,9 @@ use crate::platform::Platform;
 
 /// The suffix of a bundle written beside its artifact.
 pub const BUNDLE_SUFFIX: &str = ".provenix";
+/// The suffix of the in-toto/SLSA provenance (a DSSE envelope signed by the
+/// worker key) written beside its artifact.
+pub const SLSA_SUFFIX: &str = ".intoto.json";
 
 /// Why attestation failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,14 @@ pub enum AttestError {
     /// Signing or encoding failed.
     #[error(transparent)]
     Format(#[from] provenix_verifier::Error),
+    /// The SLSA provenance could not be made.
+    #[error("SLSA provenance of {}: {reason}", path.display())]
+    Slsa {
+        /// The artifact.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The bundle just written does not verify: nothing is trusted that the
     /// worker could not verify itself.
     #[error("self-check of {}: {reason}", path.display())]
@@ -61,6 +72,8 @@ pub struct Attested {
     pub artifact: PathBuf,
     /// Its bundle.
     pub bundle: PathBuf,
+    /// Its SLSA provenance, signed by the worker key.
+    pub slsa: PathBuf,
     /// SHA-256 of its bytes.
     pub sha256: [u8; 32],
     /// Its size.
@@ -132,10 +145,21 @@ pub fn attest(
                 reason: e.to_string(),
             }
         })?;
+        // Only the worker holds its key, so the worker signs the provenance
+        // now; `provenix export slsa` makes the same document for others.
+        let envelope =
+            provenix_verifier::slsa::export_slsa(&bundle, &verifier, opts.policy, opts.now, &key)
+                .map_err(|e| AttestError::Slsa {
+                path: artifact.clone(),
+                reason: e.to_string(),
+            })?;
+        let slsa = suffixed(artifact, SLSA_SUFFIX);
         write_atomically(&path, &bundle)?;
+        write_atomically(&slsa, &envelope)?;
         out.push(Attested {
             artifact: artifact.clone(),
             bundle: path,
+            slsa,
             sha256,
             size,
         });
@@ -145,8 +169,12 @@ pub fn attest(
 
 /// `<artifact>.provenix`.
 pub fn bundle_path(artifact: &Path) -> PathBuf {
+    suffixed(artifact, BUNDLE_SUFFIX)
+}
+
+fn suffixed(artifact: &Path, suffix: &str) -> PathBuf {
     let mut name = artifact.as_os_str().to_owned();
-    name.push(BUNDLE_SUFFIX);
+    name.push(suffix);
     PathBuf::from(name)
 }
 

@@ -21,6 +21,6 @@ pub mod grpc;
 pub mod hook;
 pub mod identity;
 pub mod log;
-pub mod nar;
+pub use provenix_verifier::nar;
 pub use provenix_verifier::nixsig;
 pub mod platform;

@@ -228,10 +228,11 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             for a in done {
                 println!(
-                    "{}  sha256:{}  {} bytes",
+                    "{}  sha256:{}  {} bytes  (provenance: {})",
                     a.bundle.display(),
                     hex::encode(a.sha256),
-                    a.size
+                    a.size,
+                    a.slsa.display()
                 );
             }
             Ok(())

@@ -85,6 +85,8 @@ fn direct_mode_attests_ci_artifacts() {
     )
     .unwrap();
     assert_eq!(done.len(), 2);
+    // The provenance beside each artifact is signed by the statement's key.
+    let envelope = std::fs::read(&done[0].slsa).unwrap();
     let verifier = Verifier::new(policy.anchors().unwrap());
     let bundle_a = std::fs::read(bundle_path(&a)).unwrap();
     let v = verify_bundle(&bundle_a, &verifier, &policy, now()).unwrap();
@@ -92,6 +94,13 @@ fn direct_mode_attests_ci_artifacts() {
     assert_eq!(v.statement().size, 3 << 20);
     assert_eq!(v.statement().source_commit, COMMIT);
     assert_eq!(v.log_index(), None);
+    let payload =
+        provenix_verifier::slsa::dsse_verify(&envelope, &v.statement().worker_key).unwrap();
+    let intoto: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(
+        intoto["subject"][0]["digest"]["sha256"],
+        hex::encode(v.statement().sha256)
+    );
 
     // AMD's roots alone do not accept the simulator.
     assert!(matches!(

@@ -1,5 +1,9 @@
 //! NAR serialisation and hashing: the worker computes every output's NAR hash
-//! and size itself, from the file system, byte for byte as Nix does.
+//! and size itself, from the file system, byte for byte as Nix does, and the
+//! `provenix verify --store-path` CLI recomputes a local path's NAR the same
+//! way to compare it with what builders stated. (It lives in the verifier so
+//! both share one encoder; the worker re-exports it as `provenix_worker::nar`.
+//! Unix only: it reads file modes and opens with `O_NOFOLLOW`.)
 //!
 //! The format is Nix's "Nix ARchive": Eelco Dolstra, "The Purely Functional
 //! Software Deployment Model" (2006), section 5.2.1 and figure 5.2
@@ -64,8 +68,8 @@ use std::{fmt, mem, thread};
 use ring::digest;
 
 /// Nix's base 32, used for NAR hashes and store path hash parts; it lives
-/// with the fingerprint code in the verifier.
-pub use provenix_verifier::nixsig::nix32;
+/// with the fingerprint code.
+pub use crate::nixsig::nix32;
 
 /// The NAR hash and size of a path, as narinfo's `NarHash` and `NarSize`
 /// and the path's signature fingerprint state them.
@@ -81,7 +85,7 @@ impl NarDigest {
     /// The hash as Nix writes it in narinfo (`NarHash:`) and in signature
     /// fingerprints: `sha256:` and the hash in Nix's base 32.
     pub fn nar_hash(&self) -> String {
-        provenix_verifier::nixsig::nar_hash(&self.sha256)
+        crate::nixsig::nar_hash(&self.sha256)
     }
 }
 
