@@ -15,6 +15,11 @@
 //! input, this command refuses with a usage error instead (see
 //! `SnpArgs::usage`).
 
+
+// The doc comments of the argument structs are clap's help text, printed as
+// written ("vmsa<N>.bin"), not rendered HTML.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
