@@ -15,7 +15,6 @@
 //! input, this command refuses with a usage error instead (see
 //! `SnpArgs::usage`).
 
-
 // The doc comments of the argument structs are clap's help text, printed as
 // written ("vmsa<N>.bin"), not rendered HTML.
 #![allow(rustdoc::invalid_html_tags)]
