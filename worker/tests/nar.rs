@@ -12,6 +12,9 @@
 // failure there is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::TempDir;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Write};
@@ -19,7 +22,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use provenix_worker::nar::{self, Change, FileKind, NarDigest, NarError};
 use ring::digest;
@@ -109,34 +111,6 @@ fn stdout(out: Output, what: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// A fresh directory under the system's temporary directory, removed when
-/// dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "provenix-nar-{}-{tag}-{}",
-            std::process::id(),
-            COUNT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 fn write(path: &Path, contents: &[u8], mode: u32) {
@@ -333,7 +307,7 @@ fn matches_nix_store_dump_and_nix_hash_path() {
     let Some(nix) = nix("matches_nix_store_dump_and_nix_hash_path") else {
         return;
     };
-    let tmp = TempDir::new("cases");
+    let tmp = TempDir::new("nar-cases");
     let root = tmp.path().join("tree");
     for case in build_cases(&root) {
         check_against_nix(&nix, &case);
@@ -346,7 +320,7 @@ fn matches_nix_path_info_for_store_paths() {
     let Some(nix) = nix("matches_nix_path_info_for_store_paths") else {
         return;
     };
-    let tmp = TempDir::new("store");
+    let tmp = TempDir::new("nar-store");
     let dir = tmp.path().join("provenix-nar-test-dir");
     write(&dir.join("bin/tool"), b"#!/bin/sh\nexit 0\n", 0o755);
     write(&dir.join("share/doc/readme"), b"1234567", 0o644);
@@ -484,7 +458,7 @@ fn mkfifo(path: &Path) {
 
 #[test]
 fn fifo_in_tree_is_refused() {
-    let tmp = TempDir::new("fifo");
+    let tmp = TempDir::new("nar-fifo");
     let root = tmp.path().join("tree");
     write(&root.join("a/file"), b"ok", 0o644);
     let fifo = root.join("a/pipe");
@@ -502,7 +476,7 @@ fn fifo_in_tree_is_refused() {
 
 #[test]
 fn socket_in_tree_is_refused() {
-    let tmp = TempDir::new("socket");
+    let tmp = TempDir::new("nar-socket");
     let root = tmp.path().join("tree");
     fs::create_dir_all(&root).unwrap();
     let socket = root.join("sock");
@@ -527,7 +501,7 @@ fn devices_are_refused() {
 
     // A device node inside a tree needs CAP_MKNOD; without it, the root
     // case above stands for both.
-    let tmp = TempDir::new("device");
+    let tmp = TempDir::new("nar-device");
     let root = tmp.path().join("tree");
     fs::create_dir_all(&root).unwrap();
     let device = root.join("null");
@@ -551,7 +525,7 @@ fn devices_are_refused() {
 #[test]
 fn symlinks_are_not_followed() {
     // A symlink to a FIFO or a device is only a symlink.
-    let tmp = TempDir::new("nofollow");
+    let tmp = TempDir::new("nar-nofollow");
     let root = tmp.path().join("tree");
     fs::create_dir_all(&root).unwrap();
     mkfifo(&tmp.path().join("pipe"));
@@ -566,7 +540,7 @@ fn symlinks_are_not_followed() {
 
 #[test]
 fn missing_path_is_an_io_error_naming_it() {
-    let tmp = TempDir::new("missing");
+    let tmp = TempDir::new("nar-missing");
     let missing = tmp.path().join("not-there");
     match nar::hash_path(&missing).unwrap_err() {
         NarError::Io { op, path, source } => {
@@ -589,7 +563,7 @@ fn writer_errors_are_write_errors() {
             Ok(())
         }
     }
-    let tmp = TempDir::new("writer");
+    let tmp = TempDir::new("nar-writer");
     write(&tmp.path().join("f"), b"x", 0o644);
     match nar::dump(tmp.path(), Broken).unwrap_err() {
         NarError::Write(e) => assert_eq!(e.to_string(), "disk full"),
@@ -601,7 +575,7 @@ fn writer_errors_are_write_errors() {
 fn hash_is_of_the_dumped_bytes() {
     // Without Nix: hash_path and dump agree with each other, on a tree that
     // crosses many chunks.
-    let tmp = TempDir::new("agree");
+    let tmp = TempDir::new("nar-agree");
     let root = tmp.path().join("tree");
     for i in 0..40u32 {
         write(

@@ -23,11 +23,13 @@
 // failure there is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::TempDir;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use provenix_verifier::nixsig::{
     self, Fingerprint, fingerprint, narinfo, public_key_line, sign, verify, worker_key_name,
@@ -259,34 +261,6 @@ fn built(test: &str) -> Option<(Nix, &'static [Built])> {
     }
 }
 
-/// A fresh directory under the system's temporary directory, removed when
-/// dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "provenix-nixsig-{}-{tag}-{}",
-            std::process::id(),
-            COUNT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A binary cache made by our code alone: `nix-cache-info`, each path's NAR
 /// from `nar::dump` under `nar/`, and `narinfo(built)` as
 /// `<hash part>.narinfo`.
@@ -342,7 +316,7 @@ fn nix_store_verify_accepts_our_cache_under_our_key() {
         return;
     };
     let (key, name, public) = worker_key();
-    let cache = TempDir::new("ours");
+    let cache = TempDir::new("nixsig-ours");
     write_cache(cache.path(), built, |b| {
         b.narinfo(&[sign(&name, &key, &b.fingerprint()).unwrap()])
     });
@@ -405,7 +379,7 @@ fn nix_store_verify_refuses_another_key_of_the_same_name() {
     let (other, _) = generate_key(&SystemRandom::new()).unwrap();
     let other_public: [u8; 32] = other.public_key().as_ref().try_into().unwrap();
     let other_line = public_key_line(&name, &other_public).unwrap();
-    let cache = TempDir::new("other-key");
+    let cache = TempDir::new("nixsig-other-key");
     write_cache(cache.path(), built, |b| {
         b.narinfo(&[sign(&name, &key, &b.fingerprint()).unwrap()])
     });
@@ -453,7 +427,7 @@ fn nix_store_verify_refuses_a_signature_over_another_fingerprint() {
     ];
     for (what, signed) in tampered {
         let sig = sign(&name, &key, &signed).unwrap();
-        let cache = TempDir::new("tampered");
+        let cache = TempDir::new("nixsig-tampered");
         write_cache(cache.path(), std::slice::from_ref(y), |b| {
             b.narinfo(std::slice::from_ref(&sig))
         });
@@ -481,7 +455,7 @@ fn nix_store_verify_checks_the_nar_against_our_nar_hash() {
     // the signature is trusted, the NAR is not what it describes.
     let mut wrong = y.clone();
     wrong.nar.sha256[0] ^= 1;
-    let cache = TempDir::new("wrong-hash");
+    let cache = TempDir::new("nixsig-wrong-hash");
     write_cache(cache.path(), std::slice::from_ref(y), |_| {
         wrong.narinfo(&[sign(&name, &key, &wrong.fingerprint()).unwrap()])
     });
@@ -514,7 +488,7 @@ fn sign_and_narinfo_equal_nix_copy_and_nix_store_sign() {
     let Some((nix, built)) = built(test) else {
         return;
     };
-    let dir = TempDir::new("nix-signed");
+    let dir = TempDir::new("nixsig-nix-signed");
     let name = "provenix-nixsig-test";
 
     // Nix's key, read as libsodium's seed || public key (base64 by
