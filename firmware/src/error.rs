@@ -53,6 +53,18 @@ pub enum Error {
     #[error("certificate table: {0}")]
     CertTable(String),
 
+    // -- TPM structures and event logs --
+    /// A TPM structure or event log is malformed.
+    #[error("{structure} at byte {offset}: {reason}")]
+    Tpm {
+        /// What was being parsed (e.g. "TPMS_ATTEST", "event log").
+        structure: &'static str,
+        /// Byte offset where parsing stopped.
+        offset: usize,
+        /// What is wrong there.
+        reason: String,
+    },
+
     // -- simulator --
     /// The simulator could not build a certificate or sign a report.
     #[error("simulator: {0}")]

@@ -3,6 +3,8 @@
 //! - [`snp`]: AMD SEV-SNP attestation reports (ABI versions 2 to 5), TCB
 //!   versions, the extended-report certificate table and, behind the `guest`
 //!   feature, requests from inside a guest (configfs-tsm, `/dev/sev-guest`).
+//! - [`tpm`]: TPM 2.0 quote structures and the TCG PC Client event log
+//!   (pure Rust), and behind the `tpm` feature quotes through tss-esapi.
 //! - [`sim`] (feature `sim`): a simulated SNP platform with an AMD-shaped test
 //!   chain, producing byte-exact signed reports for development and CI.
 //!
@@ -14,6 +16,7 @@
 
 mod error;
 pub mod snp;
+pub mod tpm;
 
 #[cfg(feature = "sim")]
 pub mod sim;
