@@ -28,6 +28,7 @@ pub mod nixsig;
 mod policy;
 pub mod slsa;
 mod statement;
+pub mod tpm;
 mod x509;
 
 pub use anchors::{Root, TrustAnchors};
