@@ -159,3 +159,74 @@ PY
 
 # checkpoint, statement, merkle: signed notes and statements, and proofs.
 cargo run --quiet --manifest-path "$fuzz_dir/Cargo.toml" --example seeds -- "$fuzz_dir/corpus"
+
+# eventlog: every real TCG event log in shared/vectors/tpm (its vectors.json
+# and README.md say where each is from), as Linux exports them.
+python3 - "$shared/vectors/tpm" "$fuzz_dir/corpus/eventlog" <<'PY'
+import hashlib
+import sys
+from pathlib import Path
+
+vectors, out = Path(sys.argv[1]), Path(sys.argv[2])
+logs = sorted(vectors.glob("*/eventlog*.bin"))
+if not logs:
+    sys.exit(f"seeds.sh: no event logs in {vectors}")
+out.mkdir(parents=True, exist_ok=True)
+for log in logs:
+    data = log.read_bytes()
+    (out / hashlib.sha1(data).hexdigest()).write_bytes(data)
+print(f"eventlog: {len(logs)} seeds written to {out}")
+PY
+
+# tpm_structures: the real TPM structures and HCL reports in
+# shared/vectors/tpm, each behind the selector byte of its parser (see
+# fuzz_targets/tpm_structures.rs): 0 TPMS_ATTEST, 1 TPM2B_ATTEST,
+# 2 TPMT_SIGNATURE, 3 TPMT_PUBLIC, 4 TPM2B_PUBLIC, 5 HCL report.
+python3 - "$shared/vectors/tpm" "$fuzz_dir/corpus/tpm_structures" <<'PY'
+import base64
+import hashlib
+import json
+import struct
+import sys
+from pathlib import Path
+
+vectors, out = Path(sys.argv[1]), Path(sys.argv[2])
+out.mkdir(parents=True, exist_ok=True)
+written = 0
+
+
+def seed(selector, data):
+    global written
+    blob = bytes([selector]) + data
+    (out / hashlib.sha1(blob).hexdigest()).write_bytes(blob)
+    written += 1
+
+
+def sized(data):
+    return struct.pack(">H", len(data)) + data
+
+
+gcp = vectors / "gcp-windows-shielded-vm-quote"
+attest = (gcp / "quote_tpms_attest.bin").read_bytes()
+public = (gcp / "ak_tpmt_public.bin").read_bytes()
+seed(0, attest)
+seed(1, sized(attest))
+seed(2, (gcp / "quote_tpmt_signature.bin").read_bytes())
+seed(3, public)
+seed(4, sized(public))
+ak = json.loads((gcp / "windows_gcp_shielded_vm.json").read_text())["AK"]
+seed(0, base64.b64decode(ak["CreateAttestation"]))  # TPM_ST_ATTEST_CREATION
+seed(2, base64.b64decode(ak["CreateSignature"]))
+
+azure = vectors / "azure-cvm-hcl-report-and-vtpm-quote"
+quote = (azure / "quote.bin").read_bytes()
+# quote.bin: u64le length + signature, u64le length + TPMS_ATTEST, PCRs.
+(sig_len,) = struct.unpack_from("<Q", quote, 0)
+(attest_len,) = struct.unpack_from("<Q", quote, 8 + sig_len)
+start = 16 + sig_len
+seed(0, quote[start:start + attest_len])
+seed(2, struct.pack(">HH", 0x0014, 0x000B) + sized(quote[8:8 + sig_len]))
+for name in ("hcl-report-snp.bin", "hcl-report-tdx.bin"):
+    seed(5, (azure / name).read_bytes())
+print(f"tpm_structures: {written} seeds written to {out}")
+PY

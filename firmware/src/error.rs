@@ -65,6 +65,33 @@ pub enum Error {
         reason: String,
     },
 
+    // -- TPM device (feature `tpm`; the variants exist either way) --
+    /// A TPM command or the TSS failed.
+    #[error("TPM {op}: {reason}")]
+    TpmDevice {
+        /// The command or step (e.g. "TPM2_Quote").
+        op: &'static str,
+        /// What the TPM or the TSS said.
+        reason: String,
+    },
+    /// Qualifying data longer than a quote's TPM2B_DATA holds.
+    #[error("qualifying data is {found} bytes; a quote takes at most {max}")]
+    QualifyingDataSize {
+        /// Bytes given.
+        found: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The PCRs changed between reading them and quoting, every time.
+    #[error("the PCRs changed between reading and quoting on each of {attempts} attempts")]
+    PcrsUnstable {
+        /// Read-and-quote rounds tried.
+        attempts: u32,
+    },
+    /// The TPM lacks something asked of it (a PCR bank, a key kind, a PCR).
+    #[error("TPM: unsupported: {0}")]
+    TpmUnsupported(String),
+
     // -- simulator --
     /// The simulator could not build a certificate or sign a report.
     #[error("simulator: {0}")]

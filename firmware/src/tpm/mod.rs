@@ -10,9 +10,19 @@
     clippy::as_conversions
 )]
 
+#[cfg(feature = "tpm")]
+pub mod device;
+pub mod eventlog;
+pub mod events;
+pub mod hcl;
 mod reader;
+pub mod structures;
 
+pub use eventlog::{Event, EventLog, EventType};
+pub use events::{Decoded, DevicePath, Guid};
+pub use hcl::HclReport;
 pub use reader::Reader;
+pub use structures::{Attest, Public, Signature};
 
 /// A TPM hash algorithm (TPM2_ALG_ID, TCG Algorithm Registry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -127,7 +127,10 @@ mod tests {
         assert_eq!(r.tpm2b("c", 2).unwrap(), &[0xAA, 0xBB]);
         assert!(r.finish().is_err());
         let e = r.u32_le("d").unwrap_err().to_string();
-        assert!(e.contains("test at byte 8") && e.contains("d: needs 4 bytes, 1 left"), "{e}");
+        assert!(
+            e.contains("test at byte 8") && e.contains("d: needs 4 bytes, 1 left"),
+            "{e}"
+        );
         let mut big = Reader::new("t", &[0, 3, 1, 2, 3]);
         assert!(big.tpm2b("x", 2).is_err());
     }
