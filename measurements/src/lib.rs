@@ -10,7 +10,10 @@
 //!   commit to its expected values on every platform shape it is deployed
 //!   with; computed from a description of the image.
 //!
-//! TPM PCR prediction follows (issue 6).
+//! - [`tpm`]: the TPM event digests of a boot (the kernel's Authenticode
+//!   digest in PCR 4, the Linux EFI stub's load options and initrd in PCR
+//!   9, a UKI's sections in PCR 11), and a golden event log with them put
+//!   in, whose replay gives the expected PCRs.
 //!
 //! Inputs are untrusted: a malformed firmware image is an [`Error`] that
 //! says what is wrong and where, never a panic.
@@ -21,5 +24,6 @@ mod error;
 mod hex;
 pub mod manifest;
 pub mod snp;
+pub mod tpm;
 
 pub use error::Error;

@@ -13,8 +13,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use provenix_firmware::tpm::{Event, EventLog, HashAlg};
+
 use crate::Error;
 use crate::snp::{self, DirectBoot, Ovmf, SnpInputs, VmmType};
+use crate::tpm::{self, Boot, ExpectedEvent, Machine, QemuVm, stub};
 
 /// The `format` field of every manifest.
 pub const MANIFEST_FORMAT: &str = "provenix-reference-values";
@@ -41,8 +44,8 @@ pub struct Manifest {
     /// Expected SEV-SNP launch digests, one per deployment shape.
     #[serde(default)]
     pub snp: Vec<SnpReference>,
-    /// Expected TPM PCR values (issue 6 fills these in); kept here so that
-    /// one manifest describes an image on every platform.
+    /// Expected TPM event digests and PCR values, one entry per bank, so
+    /// that one manifest describes an image on every platform.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tpm: Vec<TpmReference>,
 }
@@ -110,16 +113,190 @@ pub struct SnpReference {
     pub measurement: String,
 }
 
-/// Expected TPM values for one boot path (issue 6).
+/// Expected TPM values for one boot path in one PCR bank.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TpmReference {
-    /// The boot path, e.g. `qemu-ovmf-direct`.
+    /// The boot path: `qemu-direct`, `uki` or `disk`.
     pub boot_path: String,
-    /// The PCR bank, e.g. `sha256`.
+    /// The PCR bank: `sha1`, `sha256`, `sha384` or `sha512`.
     pub bank: String,
-    /// Expected PCR values by index, hex.
+    /// For `qemu-direct`, the VM shape the kernel digest depends on (QEMU
+    /// writes the initrd's placement into the kernel's header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qemu: Option<QemuVm>,
+    /// The events the boot artifacts produce, in log order per PCR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<TpmEvent>,
+    /// Expected PCR values by index, hex: every PCR a golden log of the
+    /// same firmware replays to, with the events above put in.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pcrs: BTreeMap<u32, String>,
+}
+
+/// One expected event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmEvent {
+    /// The PCR.
+    pub pcr: u32,
+    /// The event type's PFP name, e.g. `EV_EFI_BOOT_SERVICES_APPLICATION`.
+    pub event_type: String,
+    /// What it measures: `kernel`, `uki`, `application NAME`,
+    /// `load-options`, `initrd`, `uki-section-name NAME`, `uki-section NAME`.
+    pub source: String,
+    /// The digest in the reference's bank, hex.
+    pub digest: String,
+}
+
+/// An event or PCR of TPM evidence that differs from a [`TpmReference`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TpmMismatch {
+    /// The PCR.
+    pub pcr: u32,
+    /// The event's source (`kernel`, `initrd`, ...), or `None` for a PCR
+    /// value.
+    pub event: Option<String>,
+    /// The expected digest or value, hex; `None` when the evidence has an
+    /// event the reference does not expect.
+    pub expected: Option<String>,
+    /// What the evidence holds, hex; `None` when it lacks the event.
+    pub found: Option<String>,
+}
+
+impl std::fmt::Display for TpmMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "nothing".into());
+        match &self.event {
+            Some(e) => write!(f, "PCR {} event {e}: ", self.pcr)?,
+            None => write!(f, "PCR {}: ", self.pcr)?,
+        }
+        write!(
+            f,
+            "found {}, expected {}",
+            or_none(&self.found),
+            or_none(&self.expected)
+        )
+    }
+}
+
+impl TpmReference {
+    /// The events of `log` that come from the boot artifacts, compared
+    /// with the expected ones in this reference's bank: PCR 4 boot
+    /// applications in order, the Linux EFI stub's load-options and initrd
+    /// events by tag, systemd-stub's PCR 11 events in order. Every
+    /// difference is reported. Other events (firmware, Secure Boot state)
+    /// are not checked here; the PCR values cover them ([`check_pcrs`]).
+    ///
+    /// [`check_pcrs`]: TpmReference::check_pcrs
+    pub fn check(&self, log: &EventLog) -> Vec<TpmMismatch> {
+        let Some(bank) = HashAlg::from_name(&self.bank) else {
+            return vec![TpmMismatch {
+                pcr: 0,
+                event: Some(format!("bank {}", self.bank)),
+                expected: Some(self.bank.clone()),
+                found: None,
+            }];
+        };
+        let mut out = Vec::new();
+        // Groups of events compared in order: (PCR, type, tag of the data).
+        let mut groups: Vec<(u32, String, Option<[u8; 4]>)> = Vec::new();
+        for e in &self.events {
+            let key = (e.pcr, e.event_type.clone(), stub_tag(&e.source));
+            if !groups.contains(&key) {
+                groups.push(key);
+            }
+        }
+        for (pcr, event_type, tag) in groups {
+            let expected: Vec<&TpmEvent> = self
+                .events
+                .iter()
+                .filter(|e| {
+                    e.pcr == pcr && e.event_type == event_type && stub_tag(&e.source) == tag
+                })
+                .collect();
+            let found: Vec<&Event> = log
+                .events()
+                .iter()
+                .filter(|e| {
+                    e.pcr == pcr
+                        && e.event_type.name() == Some(event_type.as_str())
+                        && tag.is_none_or(|t| e.data.get(..4) == Some(&t[..]))
+                })
+                .collect();
+            for i in 0..expected.len().max(found.len()) {
+                let x = expected.get(i);
+                let f = found.get(i).map(|e| e.digest(bank).map(hex_lower));
+                let f = f.flatten();
+                if x.map(|x| &x.digest) != f.as_ref() {
+                    out.push(TpmMismatch {
+                        pcr,
+                        event: Some(x.map_or_else(|| event_type.clone(), |x| x.source.clone())),
+                        expected: x.map(|x| x.digest.clone()),
+                        found: f,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// `pcrs` (replayed from a log the quote vouched for, index -> value)
+    /// compared with this reference's expected PCR values.
+    pub fn check_pcrs(&self, pcrs: &BTreeMap<u32, Vec<u8>>) -> Vec<TpmMismatch> {
+        self.pcrs
+            .iter()
+            .filter_map(|(&pcr, want)| {
+                let found = pcrs.get(&pcr).map(|v| hex_lower(v));
+                (found.as_ref() != Some(want)).then(|| TpmMismatch {
+                    pcr,
+                    event: None,
+                    expected: Some(want.clone()),
+                    found,
+                })
+            })
+            .collect()
+    }
+
+    /// The references of `expected` events, one per bank, without PCR
+    /// values.
+    pub fn from_events(
+        boot_path: &str,
+        qemu: Option<QemuVm>,
+        banks: &[HashAlg],
+        expected: &[ExpectedEvent],
+    ) -> Vec<TpmReference> {
+        banks
+            .iter()
+            .map(|&bank| TpmReference {
+                boot_path: boot_path.into(),
+                bank: bank.name().into(),
+                qemu,
+                events: expected
+                    .iter()
+                    .filter_map(|e| {
+                        Some(TpmEvent {
+                            pcr: e.pcr,
+                            event_type: e.event_type.name().unwrap_or("unknown").into(),
+                            source: e.source.to_string(),
+                            digest: hex_lower(e.digest(bank)?),
+                        })
+                    })
+                    .collect(),
+                pcrs: BTreeMap::new(),
+            })
+            .collect()
+    }
+}
+
+/// The Linux EFI stub's tag for an event source, which tells its two PCR 9
+/// events apart.
+fn stub_tag(source: &str) -> Option<[u8; 4]> {
+    match source {
+        "load-options" => Some(stub::LOAD_OPTIONS_EVENT_TAG_ID.to_le_bytes()),
+        "initrd" => Some(stub::INITRD_EVENT_TAG_ID.to_le_bytes()),
+        _ => None,
+    }
 }
 
 impl Manifest {
@@ -175,6 +352,21 @@ impl Manifest {
                 check_hex(name, v, 32)?;
             }
         }
+        for (i, r) in self.tpm.iter().enumerate() {
+            let bank = HashAlg::from_name(&r.bank).ok_or_else(|| {
+                Error::Manifest(format!("tpm[{i}].bank {:?} is not a known bank", r.bank))
+            })?;
+            for (j, e) in r.events.iter().enumerate() {
+                check_hex(
+                    &format!("tpm[{i}].events[{j}].digest"),
+                    &e.digest,
+                    bank.size(),
+                )?;
+            }
+            for (pcr, v) in &r.pcrs {
+                check_hex(&format!("tpm[{i}].pcrs.{pcr}"), v, bank.size())?;
+            }
+        }
         for (i, r) in self.snp.iter().enumerate() {
             check_hex(&format!("snp[{i}].measurement"), &r.measurement, 48)?;
             parse_u64(&r.vcpu_sig)
@@ -209,6 +401,32 @@ pub struct ImageDescription {
     /// The SEV-SNP deployment shapes.
     #[serde(default)]
     pub snp: Vec<ShapeDescription>,
+    /// The TPM-measured boot, if any.
+    pub tpm: Option<TpmDescription>,
+}
+
+/// The TPM-measured boot of an image description: the kernel, initrd and
+/// command line come from `[boot]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmDescription {
+    /// `qemu-direct` (default), `uki` or `disk`.
+    pub boot: Option<String>,
+    /// PCR banks (default `["sha256"]`).
+    #[serde(default)]
+    pub banks: Vec<String>,
+    /// qemu-direct: the machine type (default `q35`).
+    pub machine: Option<String>,
+    /// qemu-direct: guest RAM in MiB (default 1024).
+    pub memory_mib: Option<u64>,
+    /// uki: the UKI.
+    pub uki: Option<PathBuf>,
+    /// disk: the boot applications measured into PCR 4, in load order.
+    #[serde(default)]
+    pub applications: Vec<PathBuf>,
+    /// A golden event log of a boot of the same firmware; with it the
+    /// manifest gets full PCR values.
+    pub golden_log: Option<PathBuf>,
 }
 
 /// The firmware of an image description.
@@ -261,12 +479,29 @@ impl ImageDescription {
     }
 }
 
+/// Replays an event log (its bytes) into PCR values, bank by bank: the
+/// verifier's replay, passed in so that this crate has none of its own.
+pub type Replay<'r> =
+    &'r dyn Fn(&[u8]) -> Result<BTreeMap<HashAlg, BTreeMap<u32, Vec<u8>>>, String>;
+
 /// Compute a manifest for `desc`, whose paths are relative to `base`.
-/// `commit` overrides the description's.
+/// `commit` overrides the description's. A description with a TPM golden
+/// log needs [`describe_with`] and a replay.
 pub fn describe(
     desc: &ImageDescription,
     base: &Path,
     commit: Option<&str>,
+) -> Result<Manifest, Error> {
+    describe_with(desc, base, commit, None)
+}
+
+/// [`describe`], with `replay` to turn a golden log with the expected
+/// events into expected PCR values.
+pub fn describe_with(
+    desc: &ImageDescription,
+    base: &Path,
+    commit: Option<&str>,
+    replay: Option<Replay<'_>>,
 ) -> Result<Manifest, Error> {
     let commit = commit
         .map(str::to_owned)
@@ -406,8 +641,134 @@ pub fn describe(
                 .map(|b| b.append.clone().unwrap_or_default()),
         },
         snp: snp_refs,
-        tpm: Vec::new(),
+        tpm: match &desc.tpm {
+            Some(t) => describe_tpm(t, desc.boot.as_ref(), &path, replay)?,
+            None => Vec::new(),
+        },
     })
+}
+
+fn describe_tpm(
+    t: &TpmDescription,
+    boot: Option<&BootDescription>,
+    path: &dyn Fn(&Path) -> PathBuf,
+    replay: Option<Replay<'_>>,
+) -> Result<Vec<TpmReference>, Error> {
+    let bad = |m: String| Error::Manifest(format!("tpm: {m}"));
+    let tpm_err = |e: tpm::Error| bad(format!("{e:#}"));
+    let read = |p: &Path| {
+        let p = path(p);
+        std::fs::read(&p).map_err(|source| Error::Io {
+            op: "read",
+            path: p,
+            source,
+        })
+    };
+    let banks = if t.banks.is_empty() {
+        vec![HashAlg::Sha256]
+    } else {
+        t.banks
+            .iter()
+            .map(|b| HashAlg::from_name(b).ok_or_else(|| bad(format!("unknown bank {b:?}"))))
+            .collect::<Result<_, _>>()?
+    };
+    let golden = match &t.golden_log {
+        Some(p) => {
+            let bytes = read(p)?;
+            let log = EventLog::parse(&bytes)
+                .map_err(|e| bad(format!("golden log {}: {e}", p.display())))?;
+            Some(log)
+        }
+        None => None,
+    };
+    // Digests for the asked banks and every bank of the golden log.
+    let mut all_banks = banks.clone();
+    for &b in golden.iter().flat_map(|g| g.banks()) {
+        if !all_banks.contains(&b) {
+            all_banks.push(b);
+        }
+    }
+    let boot_path = t.boot.as_deref().unwrap_or("qemu-direct");
+    let kernel = boot.map(|b| read(&b.kernel)).transpose()?;
+    let initrd = boot
+        .and_then(|b| b.initrd.as_ref())
+        .map(|p| read(p))
+        .transpose()?;
+    let cmdline = boot.and_then(|b| b.append.clone()).unwrap_or_default();
+    let mut qemu = None;
+    let uki;
+    let apps: Vec<(String, Vec<u8>)>;
+    let expected: Vec<ExpectedEvent> = match boot_path {
+        "qemu-direct" => {
+            let kernel = kernel
+                .as_deref()
+                .ok_or_else(|| bad("qemu-direct needs [boot] kernel".into()))?;
+            let machine = t.machine.as_deref().unwrap_or("q35");
+            let vm = QemuVm {
+                machine: Machine::from_name(machine)
+                    .ok_or_else(|| bad(format!("machine {machine:?}: expected q35 or pc")))?,
+                memory_mib: t.memory_mib.unwrap_or(1024),
+            };
+            qemu = Some(vm);
+            tpm::expected_events(
+                &Boot::QemuDirect {
+                    vm,
+                    kernel,
+                    initrd: initrd.as_deref(),
+                    cmdline: cmdline.as_bytes(),
+                },
+                &all_banks,
+            )
+            .map_err(tpm_err)?
+        }
+        "uki" => {
+            let p = t
+                .uki
+                .as_ref()
+                .ok_or_else(|| bad("uki needs tpm.uki".into()))?;
+            uki = read(p)?;
+            tpm::expected_events(&Boot::Uki { image: &uki }, &all_banks).map_err(tpm_err)?
+        }
+        "disk" => {
+            apps = t
+                .applications
+                .iter()
+                .map(|p| Ok((p.display().to_string(), read(p)?)))
+                .collect::<Result<_, Error>>()?;
+            let disk = Boot::Disk {
+                applications: apps
+                    .iter()
+                    .map(|(n, b)| (n.clone(), b.as_slice()))
+                    .collect(),
+                cmdline: boot.and_then(|b| b.append.as_deref()).map(str::as_bytes),
+                initrd: initrd.as_deref(),
+            };
+            tpm::expected_events(&disk, &all_banks).map_err(tpm_err)?
+        }
+        other => {
+            return Err(bad(format!(
+                "boot {other:?}: expected qemu-direct, uki or disk"
+            )));
+        }
+    };
+    let mut refs = TpmReference::from_events(boot_path, qemu, &banks, &expected);
+    if let Some(golden) = &golden {
+        let replay = replay.ok_or_else(|| {
+            bad("a golden log needs a replay (use provenix measure manifest)".into())
+        })?;
+        let log = tpm::substitute(golden, &expected).map_err(tpm_err)?;
+        let pcrs = replay(&log).map_err(|e| bad(format!("replaying the expected log: {e}")))?;
+        for r in &mut refs {
+            let Some(bank) = HashAlg::from_name(&r.bank) else {
+                continue;
+            };
+            let values = pcrs
+                .get(&bank)
+                .ok_or_else(|| bad(format!("the golden log has no {bank} bank")))?;
+            r.pcrs = values.iter().map(|(&i, v)| (i, hex_lower(v))).collect();
+        }
+    }
+    Ok(refs)
 }
 
 fn read_limited(path: &Path) -> Result<String, Error> {
