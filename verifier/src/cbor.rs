@@ -31,7 +31,26 @@ pub(crate) fn decode_map(
     }
     let value: Value =
         ciborium::de::from_reader(bytes).map_err(|e| err(format!("not CBOR: {e}")))?;
-    if encode(&value) != bytes {
+    let kind = match &value {
+        Value::Map(_) => None,
+        Value::Array(_) => Some("an array"),
+        Value::Bytes(_) => Some("a byte string"),
+        Value::Text(_) => Some("a text string"),
+        Value::Integer(_) => Some("an integer"),
+        Value::Tag(..) => Some("a tagged item"),
+        _ => Some("a simple value"),
+    };
+    if let Some(kind) = kind {
+        return Err(err(format!("not a CBOR map but {kind}")));
+    }
+    let canonical = encode(&value);
+    if canonical != bytes {
+        if let Some(rest) = bytes.strip_prefix(canonical.as_slice()) {
+            return Err(err(format!(
+                "{} trailing bytes after the CBOR item (a truncated, concatenated or padded file?)",
+                rest.len()
+            )));
+        }
         return Err(err(
             "not in deterministic CBOR encoding (RFC 8949 section 4.2.1)".into(),
         ));

@@ -43,7 +43,8 @@ pub const MAX_SIGNATURES: usize = 16;
 
 /// Most extension lines after the root hash. c2sp.org/tlog-checkpoint does
 /// not recommend them at all (monitors cannot audit them); Provenix writes
-/// none, and allows a few so checkpoints of other logs still parse.
+/// one, the worker's clock (`provenix-time`, see `witness`), and allows a
+/// few so checkpoints of other logs still parse.
 pub const MAX_EXTENSION_LINES: usize = 16;
 
 /// Longest line, in bytes. The longest signature line the signed-note

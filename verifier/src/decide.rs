@@ -19,7 +19,7 @@
 //! `distinct = "chip"` are one builder. The subject is accepted when one
 //! digest has at least M distinct builders and no other digest does too.
 
-use crate::bundle::{Refusal, VerifiedBundle};
+use crate::bundle::{Refusal, VerifiedBundle, VerifiedEvidence};
 use crate::error::CertRole;
 use crate::policy::{Builders, Distinct, Policy};
 use crate::statement::Subject;
@@ -360,17 +360,22 @@ impl Policy {
             } else if !seen_keys.contains(&s.worker_key) {
                 seen_keys.push(s.worker_key);
             }
-            if let Some(commits) = &self.snp.accepted_commits
+            let accepted_commits = match v.evidence() {
+                VerifiedEvidence::Snp(_) => &self.snp.accepted_commits,
+                // An Azure CVM's boot is appraised as a TPM's.
+                VerifiedEvidence::Tpm(_) | VerifiedEvidence::Azure(_) => &self.tpm.accepted_commits,
+            };
+            if let Some(commits) = accepted_commits
                 && !commits.contains(&s.source_commit)
             {
                 reasons.push(Why::CommitNotAccepted(s.source_commit.clone()));
             }
-            if let Some(r) = v.evidence().reference()
-                && r.commit != s.source_commit
+            if let Some(r) = v.evidence().reference_commit()
+                && r != s.source_commit
             {
                 reasons.push(Why::MeasuredOtherCommit {
                     stated: s.source_commit.clone(),
-                    measured: r.commit.clone(),
+                    measured: r.to_owned(),
                 });
             }
             if let Builders::Named(named) = &t.builders
@@ -539,9 +544,36 @@ fn digest_of(b: &Builder) -> Actual {
 /// authenticated for a VCEK (it must equal the VCEK's hwID; on Turin the
 /// hwID is CHIP_ID's first 8 bytes, so only those count). A VLEK report has
 /// no chip ID: a VLEK is one unit per cloud and key, since the cloud may
-/// load it on any number of chips.
+/// load it on any number of chips. A TPM's unit is its endorsement key
+/// (the AK certificate names it), else its attestation key (fixedTPM: one
+/// TPM), and its platform the CA that certified the AK. An Azure CVM is
+/// its SNP report's chip, and its platform the cloud.
 fn unit(v: &VerifiedBundle, distinct: Distinct) -> String {
-    let auth = v.evidence().authenticated();
+    if distinct == Distinct::Key {
+        return format!("key {}", hex::encode(v.statement().worker_key));
+    }
+    let snp = match v.evidence() {
+        VerifiedEvidence::Snp(r) => r,
+        // An Azure CVM runs on the chip its paravisor's SNP report names
+        // (CHIP_ID, authenticated by the VCEK), so it counts as that chip.
+        VerifiedEvidence::Azure(_) if distinct == Distinct::Platform => {
+            return "cloud Azure".into();
+        }
+        VerifiedEvidence::Azure(a) => a.snp(),
+        VerifiedEvidence::Tpm(t) => {
+            return match distinct {
+                Distinct::Platform => format!("TPM certified by {}", t.ak_issuer()),
+                _ => match t.ek_fingerprint() {
+                    Some(ek) => format!("TPM EK {}", hex::encode(ek)),
+                    None => format!(
+                        "TPM AK {}",
+                        hex::encode(ring::digest::digest(&ring::digest::SHA256, t.ak_public()))
+                    ),
+                },
+            };
+        }
+    };
+    let auth = snp.authenticated();
     let vlek = auth.signer() == CertRole::Vlek;
     let cloud = auth.csp_id().unwrap_or("unnamed cloud");
     match distinct {
@@ -550,7 +582,7 @@ fn unit(v: &VerifiedBundle, distinct: Distinct) -> String {
             format!("VLEK {cloud} {}", hex::encode(auth.vek_fingerprint()))
         }
         Distinct::Chip => {
-            let chip = v.evidence().report().chip_id();
+            let chip = snp.report().chip_id();
             let len = auth.product().hw_id_len();
             format!("chip {}", hex::encode(chip.get(..len).unwrap_or(chip)))
         }

@@ -290,6 +290,129 @@ pub enum Error {
     /// not hold.
     #[error("binding: {0}")]
     Binding(String),
+
+    // -- TPM appraisal (tpm::appraise) --
+    /// The event log does not replay to the PCR values the quote vouches
+    /// for: the log was edited, truncated or is of another boot.
+    #[error("event log does not match the quote: {0}")]
+    EventLogMismatch(String),
+
+    // -- AK enrollment (tpm::ak) --
+    /// An EK or AK certificate, or its chain to the CA given, does not
+    /// verify.
+    #[error("{which} certificate: {reason}")]
+    AkChain {
+        /// "EK" or "AK".
+        which: &'static str,
+        /// What is wrong, and with which certificate.
+        reason: String,
+    },
+    /// The EK public is not an endorsement key this verifier can encrypt
+    /// to, or not the key its certificate names.
+    #[error("EK: {0}")]
+    Ek(String),
+    /// Credential activation failed or could not be prepared.
+    #[error("credential activation: {0}")]
+    Activation(String),
+
+    // -- TPM quotes and Azure HCL reports --
+    /// The attestation key is not a restricted signing key (a key that is
+    /// not restricted can sign anything, including a forged TPMS_ATTEST).
+    #[error(
+        "attestation key is not a restricted signing key: objectAttributes {attributes} (needs restricted|sign and not decrypt)"
+    )]
+    AkNotRestrictedSigning {
+        /// Its attributes, as tpm2-tools names them.
+        attributes: String,
+    },
+    /// The attestation key is of a kind quotes cannot be verified with.
+    #[error("attestation key: {0}")]
+    AkUnsupported(String),
+    /// The signature's scheme is not the one the attestation key signs with.
+    #[error("quote is signed with {signature} but the attestation key is {key}")]
+    QuoteScheme {
+        /// The key's scheme or kind.
+        key: String,
+        /// The signature's scheme.
+        signature: String,
+    },
+    /// The signature's algorithm has no verifier here.
+    #[error(
+        "quote signature scheme {0} is not supported (RSASSA SHA-1/256/384/512, RSAPSS SHA-256/384/512, ECDSA P-256 with SHA-256, P-384 with SHA-384)"
+    )]
+    QuoteAlgorithm(String),
+    /// The quote's signature does not verify with the attestation key.
+    #[error("quote signature does not verify with the attestation key")]
+    QuoteSignature,
+    /// The signed TPMS_ATTEST is not a quote.
+    #[error("the attestation is not a quote (TPMS_ATTEST type is not TPM_ST_ATTEST_QUOTE)")]
+    NotAQuote,
+    /// The quote's extraData is not the qualifying data expected.
+    #[error("quote extraData is {found:?}, expected {expected:?} (hex)")]
+    QualifyingData {
+        /// The qualifying data expected, hex.
+        expected: String,
+        /// The quote's extraData, hex.
+        found: String,
+    },
+    /// A PCR value was given for a PCR the quote does not select.
+    #[error("PCR {bank}:{pcr} is not in the quote's selection")]
+    PcrNotQuoted {
+        /// The bank.
+        bank: provenix_firmware::tpm::HashAlg,
+        /// The PCR index.
+        pcr: u32,
+    },
+    /// The quote selects a PCR whose value was not given.
+    #[error("the quote selects PCR {bank}:{pcr} but no value was given for it")]
+    PcrValueMissing {
+        /// The bank.
+        bank: provenix_firmware::tpm::HashAlg,
+        /// The PCR index.
+        pcr: u32,
+    },
+    /// A PCR value is not as long as its bank's digest.
+    #[error("PCR {bank}:{pcr} value is {len} bytes, not a {bank} digest")]
+    PcrValueLength {
+        /// The bank.
+        bank: provenix_firmware::tpm::HashAlg,
+        /// The PCR index.
+        pcr: u32,
+        /// Its length.
+        len: usize,
+    },
+    /// The PCR values given do not hash to the quote's pcrDigest.
+    #[error("quote pcrDigest is {quoted} but the PCR values given hash ({hash}) to {computed}")]
+    PcrDigest {
+        /// The signature's hash, which pcrDigest uses.
+        hash: provenix_firmware::tpm::HashAlg,
+        /// pcrDigest, hex.
+        quoted: String,
+        /// The digest of the values given, hex.
+        computed: String,
+    },
+    /// The HCL report's hardware report does not bind its runtime data.
+    #[error(
+        "HCL report: report data {found} is not {hash}(runtime data) = {expected} (zero-padded)"
+    )]
+    HclReportData {
+        /// The hash the report declares.
+        hash: provenix_firmware::tpm::HashAlg,
+        /// The report data, hex.
+        found: String,
+        /// The hash of the runtime data, hex.
+        expected: String,
+    },
+    /// The HCL report's runtime data is not what Azure writes.
+    #[error("HCL runtime data: {0}")]
+    HclRuntimeData(String),
+    /// The HCL report is of a kind that cannot be verified here.
+    #[error("HCL report: {0}")]
+    HclUnsupported(String),
+    /// The quote's AK is not the one the HCL report vouches for.
+    #[error("the attestation key is not the HCL report's HCLAkPub ({0})")]
+    HclAkMismatch(&'static str),
+    // -- end TPM --
 }
 
 /// An RFC 3339 rendering of a unix time, for messages.

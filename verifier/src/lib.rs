@@ -29,14 +29,17 @@ mod policy;
 pub mod slsa;
 mod statement;
 pub mod tpm;
+mod witness;
 mod x509;
 
 pub use anchors::{Root, TrustAnchors};
 pub use authenticate::{AuthenticatedReport, Verifier};
 pub use bundle::{
-    BUNDLE_VERSION, Bundle, CHECKPOINT_DOMAIN, IDENTITY_DOMAIN, Identity, InclusionProof,
-    MAX_BUNDLE_SIZE, Refusal, STATEMENT_DOMAIN, SnpEvidence, VerifiedBundle,
-    checkpoint_report_data, identity_report_data, log_origin, statement_report_data, verify_bundle,
+    AzureEvidence, BUNDLE_VERSION, Bundle, BundleVerifier, CHECKPOINT_DOMAIN, Evidence,
+    IDENTITY_DOMAIN, Identity, InclusionProof, MAX_BUNDLE_SIZE, PcrValue, Refusal,
+    STATEMENT_DOMAIN, SnpEvidence, TpmEvidence, VerifiedBundle, VerifiedEvidence,
+    appraise_evidence, checkpoint_report_data, identity_report_data, log_origin,
+    statement_report_data, tpm_qualifying_data, verify_bundle,
 };
 pub use checkpoint::{
     Checkpoint, CheckpointFailure, MAX_EXTENSION_LINES, MAX_LINE_LEN, MAX_NOTE_LEN, MAX_SIGNATURES,
@@ -52,12 +55,16 @@ pub use merkle::{
 };
 pub use nixsig::NixFailure;
 pub use policy::{
-    AbiVersion, Builders, Distinct, Hex, MinTcb, NamedBuilder, Policy, ReferenceMatch, RootPin,
-    Signer, SnpPolicy, Threshold, VerifiedReport,
+    AbiVersion, Age, Builders, CheckpointPolicy, Distinct, Hex, MinTcb, NamedBuilder, Policy,
+    ReferenceMatch, RootPin, Signer, SnpPolicy, Threshold, TpmPolicy, Unproven, VerifiedReport,
 };
 pub use statement::{
     MAX_REFERENCES, MAX_STATEMENT_SIZE, STATEMENT_CONTENT_TYPE, STATEMENT_VERSION, Statement,
     Subject,
+};
+pub use witness::{
+    Conflict, ConsistencyProof, FORK_SCHEMA, Fork, MAX_CLOCK_SKEW, Observation, ProofSource, Seen,
+    TIME_EXTENSION, Witness, check_freshness, checkpoint_time, fmt_age, time_extension,
 };
 
 /// Split a PEM bundle (or one DER certificate) into DER certificates, as

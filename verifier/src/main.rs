@@ -12,9 +12,13 @@ use clap::{Parser, Subcommand};
 use provenix_firmware::snp::{AttestationReport, CertKind, CertTable, REPORT_SIZE};
 use provenix_verifier::{Crl, Error, Policy, Verifier};
 
+mod ak_cli;
+mod checkpoints;
 mod export;
 mod measure;
+mod report;
 mod show;
+mod sources;
 mod verify;
 
 /// Verify Provenix hardware evidence.
@@ -91,6 +95,10 @@ enum Command {
     /// (an artifact, a local store path, or what the bundles name), under
     /// the policy's `[threshold]`. Exit 0 accepted, 1 rejected, 2 error.
     Verify(verify::VerifyArgs),
+    /// Summarise reproducibility per derivation over bundles: who built
+    /// each output, which NAR hashes they state, and whether they agree.
+    /// Exit 0 no disagreement, 1 builders disagree, 2 error.
+    Report(report::ReportArgs),
     /// Compute expected measurements from boot artifacts.
     Measure {
         #[command(subcommand)]
@@ -100,6 +108,12 @@ enum Command {
     Export {
         #[command(subcommand)]
         what: export::ExportCommand,
+    },
+    /// Enroll TPM attestation keys with an operator CA (EK certificate and
+    /// credential activation), and verify AK certificates.
+    Ak {
+        #[command(subcommand)]
+        what: ak_cli::AkCommand,
     },
 }
 
@@ -203,8 +217,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Verify(args) => verify::run(args),
+        Command::Report(args) => report::run(args),
         Command::Measure { what } => measure::run(what),
         Command::Export { what } => export::run(what),
+        Command::Ak { what } => ak_cli::run(what),
     }
 }
 

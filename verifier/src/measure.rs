@@ -19,6 +19,7 @@
 // written ("vmsa<N>.bin"), not rendered HTML.
 #![allow(rustdoc::invalid_html_tags)]
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,6 +28,7 @@ use anyhow::{Context, Result};
 use clap::builder::PossibleValuesParser;
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Subcommand};
+use provenix_firmware::tpm::{EventLog, HashAlg};
 use provenix_measurements::Error as MeasureError;
 use provenix_measurements::snp::{
     self, DEFAULT_GUEST_FEATURES, DirectBoot, Ovmf, PAGE_SIZE, SnpInputs, SvsmInputs, VCPU_TYPES,
@@ -56,6 +58,56 @@ pub(crate) enum MeasureCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The TPM event digests a boot of these artifacts produces (PCR 4:
+    /// the kernel's Authenticode digest as the firmware measures it; PCR 9:
+    /// the Linux EFI stub's load options and initrd; PCR 11: a UKI's
+    /// sections) and, with a golden log of the same firmware, the expected
+    /// PCRs. Exit 0 with the values, 1 when the inputs are refused, 2 on a
+    /// usage error.
+    Tpm(Box<TpmArgs>),
+}
+
+/// `provenix measure tpm`.
+#[derive(Args)]
+pub(crate) struct TpmArgs {
+    /// The kernel (qemu-direct), or the UKI (uki).
+    #[arg(long, value_name = "PATH")]
+    kernel: PathBuf,
+    /// The initrd.
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// The command line: QEMU's -append (qemu-direct), or GRUB's `linux`
+    /// line after the command, path included (disk).
+    #[arg(long, value_name = "CMDLINE", allow_hyphen_values = true)]
+    append: Option<String>,
+    /// How the machine boots: QEMU direct kernel boot with OVMF, a UKI
+    /// booted by the firmware, or a disk boot (shim, GRUB).
+    #[arg(long, default_value = "qemu-direct", value_parser = PossibleValuesParser::new(["qemu-direct", "uki", "disk"]))]
+    boot: String,
+    /// disk: a boot application measured into PCR 4 before the kernel
+    /// (shimx64.efi, grubx64.efi), in load order; repeat for each.
+    #[arg(long = "efi-app", value_name = "PATH")]
+    efi_apps: Vec<PathBuf>,
+    /// qemu-direct: the QEMU machine type (the kernel digest depends on it).
+    #[arg(long, default_value = "q35", value_parser = PossibleValuesParser::new(["q35", "pc"]))]
+    machine: String,
+    /// qemu-direct: guest RAM in MiB, QEMU's -m (the kernel digest depends
+    /// on it).
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    memory: u64,
+    /// A golden event log of a boot of the same firmware: print the PCRs a
+    /// boot of these artifacts replays to.
+    #[arg(long, value_name = "LOG")]
+    golden_log: Option<PathBuf>,
+    /// Write the golden log with the computed events put in.
+    #[arg(long, value_name = "PATH", requires = "golden_log")]
+    out_log: Option<PathBuf>,
+    /// The PCR bank to print.
+    #[arg(long, default_value = "sha256", value_parser = PossibleValuesParser::new(["sha1", "sha256", "sha384", "sha512"]))]
+    bank: String,
+    /// Print JSON for machines.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The options of `sev-snp-measure` 0.0.13, same names and meaning, and
@@ -195,10 +247,10 @@ pub(crate) fn run(command: MeasureCommand) -> Result<ExitCode> {
             commit,
             out,
         } => {
-            use provenix_measurements::manifest::{ImageDescription, describe};
+            use provenix_measurements::manifest::{ImageDescription, describe_with};
             let desc = ImageDescription::read(&description)?;
             let base = description.parent().unwrap_or(Path::new("."));
-            let manifest = describe(&desc, base, commit.as_deref())?;
+            let manifest = describe_with(&desc, base, commit.as_deref(), Some(&replay_bytes))?;
             match out {
                 Some(path) => std::fs::write(&path, manifest.to_json())
                     .with_context(|| format!("cannot write {}", path.display()))?,
@@ -206,6 +258,146 @@ pub(crate) fn run(command: MeasureCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        MeasureCommand::Tpm(args) => match tpm(&args) {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!("provenix measure tpm: error: {e:#}");
+                Ok(ExitCode::from(1))
+            }
+        },
+    }
+}
+
+/// Replay a log's bytes with the verifier's replay: every extended PCR of
+/// every bank.
+fn replay_bytes(log: &[u8]) -> Result<BTreeMap<HashAlg, BTreeMap<u32, Vec<u8>>>, String> {
+    let log = EventLog::parse(log).map_err(|e| e.to_string())?;
+    let pcrs = provenix_verifier::tpm::replay(&log);
+    Ok(pcrs
+        .banks()
+        .map(|alg| {
+            let values = pcrs
+                .extended()
+                .filter_map(|i| Some((i, pcrs.get(alg, i)?.to_vec())))
+                .collect();
+            (alg, values)
+        })
+        .collect())
+}
+
+fn tpm(a: &TpmArgs) -> Result<()> {
+    use provenix_measurements::tpm::{self, Boot, Machine, QemuVm};
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let bank = HashAlg::from_name(&a.bank).context("unknown bank")?;
+    let golden = match &a.golden_log {
+        Some(p) => Some(
+            EventLog::parse(&read(p)?).with_context(|| format!("golden log {}", p.display()))?,
+        ),
+        None => None,
+    };
+    // Digests in the bank asked for and in every bank of the golden log.
+    let mut banks = vec![bank];
+    for &b in golden.iter().flat_map(|g| g.banks()) {
+        if !banks.contains(&b) {
+            banks.push(b);
+        }
+    }
+    let kernel = read(&a.kernel)?;
+    let initrd = a.initrd.as_deref().map(read).transpose()?;
+    let apps = a
+        .efi_apps
+        .iter()
+        .map(|p| Ok((p.display().to_string(), read(p)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let cmdline = a.append.clone().unwrap_or_default();
+    let vm = QemuVm {
+        machine: Machine::from_name(&a.machine).context("unknown machine")?,
+        memory_mib: a.memory,
+    };
+    let boot = match a.boot.as_str() {
+        "uki" => Boot::Uki { image: &kernel },
+        "disk" => Boot::Disk {
+            applications: apps
+                .iter()
+                .map(|(n, b)| (n.clone(), b.as_slice()))
+                .chain([(a.kernel.display().to_string(), kernel.as_slice())])
+                .collect(),
+            cmdline: a.append.as_deref().map(str::as_bytes),
+            initrd: initrd.as_deref(),
+        },
+        _ => Boot::QemuDirect {
+            vm,
+            kernel: &kernel,
+            initrd: initrd.as_deref(),
+            cmdline: cmdline.as_bytes(),
+        },
+    };
+    let expected = tpm::expected_events(&boot, &banks)?;
+    let pcrs = match &golden {
+        Some(g) => {
+            let log = tpm::substitute(g, &expected)?;
+            if let Some(out) = &a.out_log {
+                std::fs::write(out, &log)
+                    .with_context(|| format!("cannot write {}", out.display()))?;
+            }
+            let all = replay_bytes(&log).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Some(
+                all.get(&bank)
+                    .cloned()
+                    .with_context(|| format!("the golden log has no {bank} bank"))?,
+            )
+        }
+        None => None,
+    };
+    let events: Vec<Value> = expected
+        .iter()
+        .map(|e| {
+            json!({
+                "pcr": e.pcr,
+                "event_type": e.event_type.name(),
+                "source": e.source.to_string(),
+                "digest": e.digest(bank).map(hex::encode),
+            })
+        })
+        .collect();
+    if a.json {
+        let mut v = json!({ "boot": a.boot, "bank": a.bank, "events": events });
+        if a.boot == "qemu-direct" {
+            v["qemu"] = json!({ "machine": a.machine, "memory_mib": a.memory });
+        }
+        if let Some(p) = &pcrs {
+            v["pcrs"] = json!(
+                p.iter()
+                    .map(|(i, d)| (i.to_string(), hex::encode(d)))
+                    .collect::<BTreeMap<_, _>>()
+            );
+        }
+        print(pretty(&v).map_err(failure)?).map_err(failure)?;
+        return Ok(());
+    }
+    let mut text = String::new();
+    for e in &expected {
+        text.push_str(&format!(
+            "PCR {:<2} {:<32} {:<24} {}\n",
+            e.pcr,
+            e.event_type.name().unwrap_or("?"),
+            e.source.to_string(),
+            e.digest(bank).map(hex::encode).unwrap_or_default()
+        ));
+    }
+    if let Some(p) = &pcrs {
+        for (i, d) in p {
+            text.push_str(&format!("{bank}:{i:<2} {}\n", hex::encode(d)));
+        }
+    }
+    print(text.trim_end().to_string()).map_err(failure)?;
+    Ok(())
+}
+
+fn failure(f: Failure) -> anyhow::Error {
+    match f {
+        Failure::Usage(m) => anyhow::anyhow!(m),
+        Failure::Refused(e) => e,
     }
 }
 

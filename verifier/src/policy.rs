@@ -32,10 +32,17 @@ pub struct Policy {
     /// SEV-SNP report checks.
     #[serde(default)]
     pub snp: SnpPolicy,
+    /// TPM quote checks.
+    #[serde(default)]
+    pub tpm: TpmPolicy,
     /// How many distinct builders must agree on a subject (the decide
     /// phase, [`Policy::decide`]).
     #[serde(default)]
     pub threshold: Threshold,
+    /// How fresh a log checkpoint must be, and what to do with one that is
+    /// not proven consistent with what was seen before.
+    #[serde(default)]
+    pub checkpoint: CheckpointPolicy,
 }
 
 impl Default for Policy {
@@ -45,7 +52,9 @@ impl Default for Policy {
             trust_amd_roots: true,
             roots: Vec::new(),
             snp: SnpPolicy::default(),
+            tpm: TpmPolicy::default(),
             threshold: Threshold::default(),
+            checkpoint: CheckpointPolicy::default(),
         }
     }
 }
@@ -152,6 +161,53 @@ impl Default for SnpPolicy {
 
 fn yes() -> bool {
     true
+}
+
+/// The `[tpm]` section: which attestation keys are trusted and what the
+/// measured boot must be. Without `ak_roots`, no TPM evidence is accepted.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TpmPolicy {
+    /// CA certificates (PEM or DER files, relative to the policy file) that
+    /// certify attestation keys: an operator CA (`provenix ak enroll`) or
+    /// a cloud's AK CA.
+    #[serde(default)]
+    pub ak_roots: Vec<PathBuf>,
+    /// PCRs every quote must cover, in every bank it quotes (default 0-9:
+    /// firmware, boot loader, kernel, Secure Boot state, initrd and
+    /// command line).
+    #[serde(default = "boot_pcrs")]
+    pub pcrs: Vec<u32>,
+    /// Reference-value manifests with a TPM part: the event log must match
+    /// one of them. Paths are relative to the policy file.
+    #[serde(default)]
+    pub reference_values: Vec<PathBuf>,
+    /// Source commits accepted for TPM workers; with `reference_values`,
+    /// only these commits' manifests count.
+    pub accepted_commits: Option<Vec<String>>,
+    /// The certificates `ak_roots` names, DER, once loaded.
+    #[serde(skip)]
+    pub roots: Vec<Vec<u8>>,
+    /// The manifests `reference_values` names, once loaded.
+    #[serde(skip)]
+    pub manifests: Vec<Manifest>,
+}
+
+impl Default for TpmPolicy {
+    fn default() -> Self {
+        TpmPolicy {
+            ak_roots: Vec::new(),
+            pcrs: boot_pcrs(),
+            reference_values: Vec::new(),
+            accepted_commits: None,
+            roots: Vec::new(),
+            manifests: Vec::new(),
+        }
+    }
+}
+
+fn boot_pcrs() -> Vec<u32> {
+    (0..10).collect()
 }
 
 /// The `[threshold]` section: M of N distinct builders.
@@ -297,6 +353,65 @@ impl Threshold {
     }
 }
 
+/// The `[checkpoint]` section (docs/policy.md, "Checkpoints").
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointPolicy {
+    /// How old a logged bundle's checkpoint may be at the verification
+    /// time, by the time the worker signed into it; unset, age is not
+    /// checked.
+    pub max_age: Option<Age>,
+    /// What to do with a checkpoint that no consistency proof relates to
+    /// the one seen before (default: refuse its bundles).
+    #[serde(default)]
+    pub unproven: Unproven,
+}
+
+/// What to do with a checkpoint not proven consistent with the log's
+/// remembered one.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Unproven {
+    /// Refuse its bundles: without a proof, an extension and a fork look
+    /// alike.
+    #[default]
+    Refuse,
+    /// Accept its bundles with a warning, and do not remember it.
+    Warn,
+}
+
+/// A duration in whole seconds, written `<n>s`, `<n>m`, `<n>h` or `<n>d`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Age(pub u64);
+
+impl<'de> Deserialize<'de> for Age {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let bad = || {
+            serde::de::Error::custom(format!(
+                "duration {s:?} is not a positive whole number followed by s, m, h or d"
+            ))
+        };
+        let split = s.len().checked_sub(1).ok_or_else(bad)?;
+        let (digits, unit) = (s.get(..split).ok_or_else(bad)?, s.get(split..));
+        let scale: u64 = match unit {
+            Some("s") => 1,
+            Some("m") => 60,
+            Some("h") => 3_600,
+            Some("d") => 86_400,
+            _ => return Err(bad()),
+        };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        match n.checked_mul(scale) {
+            Some(secs) if secs > 0 => Ok(Age(secs)),
+            _ => Err(bad()),
+        }
+    }
+}
+
 /// A signing-key kind in a policy.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 pub enum Signer {
@@ -432,6 +547,32 @@ impl Policy {
         {
             return Err(Error::Policy(
                 "no reference-value manifest is for an accepted commit".into(),
+            ));
+        }
+        let tpm = &mut policy.tpm;
+        if let Some(pcr) = tpm.pcrs.iter().find(|&&p| p > 23) {
+            return Err(Error::Policy(format!(
+                "tpm.pcrs: PCR {pcr} does not exist (0 to 23)"
+            )));
+        }
+        for path in &tpm.ak_roots {
+            let path = base.join(path);
+            let bytes = std::fs::read(&path)
+                .map_err(|e| Error::Policy(format!("tpm.ak_roots: {}: {e}", path.display())))?;
+            tpm.roots
+                .extend(crate::certificates_from_pem_or_der(&bytes)?);
+        }
+        tpm.manifests = tpm
+            .reference_values
+            .iter()
+            .map(|p| Manifest::read(&base.join(p)).map_err(|e| Error::Policy(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        if let Some(commits) = &tpm.accepted_commits
+            && !tpm.manifests.is_empty()
+            && !tpm.manifests.iter().any(|m| commits.contains(&m.commit))
+        {
+            return Err(Error::Policy(
+                "no TPM reference-value manifest is for an accepted commit".into(),
             ));
         }
         Ok(policy)

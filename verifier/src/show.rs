@@ -269,7 +269,7 @@ pub(crate) fn print_bundle_verdict(
     outcome: &Result<provenix_verifier::VerifiedBundle, String>,
     json: bool,
 ) -> anyhow::Result<()> {
-    use provenix_verifier::Subject;
+    use provenix_verifier::{Subject, VerifiedEvidence};
     let name = path.display();
     let subject = |v: &provenix_verifier::VerifiedBundle| match &v.statement().subject {
         Subject::StorePath(p) => p.clone(),
@@ -288,8 +288,13 @@ pub(crate) fn print_bundle_verdict(
                     "source_commit": s.source_commit,
                     "worker_key": hex::encode(s.worker_key),
                     "log_index": v.log_index(),
-                    "measurement": hex::encode(v.evidence().report().measurement()),
-                    "reference": v.evidence().reference().map(|r| json!({"commit": r.commit, "vmm": r.shape.vmm, "vcpus": r.shape.vcpus})),
+                    "platform": match v.evidence() { VerifiedEvidence::Snp(_) => "snp", VerifiedEvidence::Tpm(_) => "tpm", VerifiedEvidence::Azure(_) => "azure" },
+                    "measurement": hex::encode(v.evidence().measurement()),
+                    "reference": match v.evidence() {
+                        VerifiedEvidence::Snp(r) => r.reference().map(|r| json!({"commit": r.commit, "vmm": r.shape.vmm, "vcpus": r.shape.vcpus})),
+                        VerifiedEvidence::Tpm(t) => t.reference_commit().map(|c| json!({"commit": c})),
+                        VerifiedEvidence::Azure(a) => a.reference_commit().map(|c| json!({"commit": c})),
+                    },
                     "reasons": [],
                 })
             }
@@ -313,12 +318,26 @@ pub(crate) fn print_bundle_verdict(
                 &hex::encode(s.worker_key)[..16],
                 s.source_commit
             );
-            println!(
-                "  bound to a {} report signed by a {}, measurement {}",
-                v.evidence().authenticated().product(),
-                v.evidence().authenticated().signer(),
-                hex::encode(v.evidence().report().measurement())
-            );
+            match v.evidence() {
+                VerifiedEvidence::Snp(r) => println!(
+                    "  bound to a {} report signed by a {}, measurement {}",
+                    r.authenticated().product(),
+                    r.authenticated().signer(),
+                    hex::encode(r.report().measurement())
+                ),
+                VerifiedEvidence::Tpm(t) => println!(
+                    "  bound to a TPM quote by an AK certified by {}, PCRs digest {}",
+                    t.ak_issuer(),
+                    hex::encode(t.measurement())
+                ),
+                VerifiedEvidence::Azure(a) => println!(
+                    "  bound to an Azure CVM vTPM quote, its AK vouched for by a {} report signed by a {} (paravisor measurement {}), PCRs digest {}",
+                    a.snp().authenticated().product(),
+                    a.snp().authenticated().signer(),
+                    hex::encode(a.snp().report().measurement()),
+                    hex::encode(a.measurement())
+                ),
+            }
         }
         Err(reason) => {
             println!("REJECTED {name}");

@@ -18,7 +18,7 @@ use ring::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 
 use crate::authenticate::Verifier;
-use crate::bundle::{Bundle, Refusal, SnpEvidence, verify_bundle};
+use crate::bundle::{Bundle, Evidence, Refusal, verify_bundle};
 use crate::policy::Policy;
 use crate::statement::{STATEMENT_VERSION, Subject};
 
@@ -38,8 +38,18 @@ pub const BUILDER_ID_PREFIX: &str = "https://provenix.dev/worker/";
 pub const MEDIA_TYPE_SNP_REPORT: &str = "application/vnd.amd.sev-snp.report";
 /// Media type of an extended report's certificate table byproduct.
 pub const MEDIA_TYPE_SNP_CERT_TABLE: &str = "application/vnd.amd.sev-snp.cert-table";
-/// Media type of a DER certificate byproduct (a VCEK or VLEK).
+/// Media type of a marshalled TPMS_ATTEST byproduct.
+pub const MEDIA_TYPE_TPM_ATTEST: &str = "application/vnd.tcg.tpm2.tpms-attest";
+/// Media type of a marshalled TPMT_SIGNATURE byproduct.
+pub const MEDIA_TYPE_TPM_SIGNATURE: &str = "application/vnd.tcg.tpm2.tpmt-signature";
+/// Media type of a marshalled TPMT_PUBLIC byproduct (the attestation key).
+pub const MEDIA_TYPE_TPM_PUBLIC: &str = "application/vnd.tcg.tpm2.tpmt-public";
+/// Media type of a TCG PC Client event log byproduct.
+pub const MEDIA_TYPE_TCG_EVENT_LOG: &str = "application/vnd.tcg.pc-client.event-log";
+/// Media type of a DER certificate byproduct (a VCEK, VLEK or AK cert).
 pub const MEDIA_TYPE_DER_CERT: &str = "application/pkix-cert";
+/// An Azure CVM's HCL report, as read from vTPM NV 0x01400001.
+pub const MEDIA_TYPE_AZURE_HCL_REPORT: &str = "application/vnd.microsoft.azure.hcl-report";
 /// Media type of the bundle byproduct.
 pub const MEDIA_TYPE_BUNDLE: &str = "application/vnd.provenix.bundle+cbor";
 /// Media type of the attested log checkpoint byproduct (a C2SP signed note).
@@ -161,7 +171,8 @@ pub struct BuilderVersion {
     /// The worker's source commit.
     #[serde(rename = "sourceCommit")]
     pub source_commit: String,
-    /// The SEV-SNP launch measurement, hex.
+    /// The SEV-SNP launch measurement, or for a TPM the SHA-256 of the
+    /// quoted PCR values, hex.
     pub measurement: String,
     /// The Provenix statement format version.
     pub statement: String,
@@ -199,7 +210,7 @@ pub fn provenance(
         Subject::StorePath(p) => (p.clone(), BUILD_TYPE_NIX),
         Subject::File(f) => (f.clone(), BUILD_TYPE_CI),
     };
-    let measurement = hex::encode(verified.evidence().report().measurement());
+    let measurement = hex::encode(verified.evidence().measurement());
     let key = hex::encode(s.worker_key);
     let invocation_id = match verified.log_index() {
         Some(i) => format!("{key}/{i}"),
@@ -208,20 +219,20 @@ pub fn provenance(
     let when = rfc3339(s.time);
     let mut byproducts = Vec::new();
     match &decoded {
-        Bundle::Direct { evidence, .. } => evidence_byproducts(&mut byproducts, "snp", evidence),
+        Bundle::Direct { evidence, .. } => evidence_byproducts(&mut byproducts, "", evidence),
         Bundle::Logged {
             identity,
             checkpoint,
             checkpoint_evidence,
             ..
         } => {
-            evidence_byproducts(&mut byproducts, "snp", &identity.evidence);
+            evidence_byproducts(&mut byproducts, "", &identity.evidence);
             byproducts.push(blob(
                 "checkpoint",
                 checkpoint.as_bytes(),
                 MEDIA_TYPE_CHECKPOINT,
             ));
-            evidence_byproducts(&mut byproducts, "snp-checkpoint", checkpoint_evidence);
+            evidence_byproducts(&mut byproducts, "-checkpoint", checkpoint_evidence);
         }
     }
     byproducts.push(blob("provenix-bundle", bundle, MEDIA_TYPE_BUNDLE));
@@ -274,21 +285,80 @@ pub fn provenance(
     })
 }
 
-fn evidence_byproducts(out: &mut Vec<ResourceDescriptor>, prefix: &str, e: &SnpEvidence) {
-    out.push(blob(
-        &format!("{prefix}-report"),
-        &e.report,
-        MEDIA_TYPE_SNP_REPORT,
-    ));
-    if let Some(t) = &e.cert_table {
-        out.push(blob(
-            &format!("{prefix}-cert-table"),
-            t,
-            MEDIA_TYPE_SNP_CERT_TABLE,
-        ));
-    }
-    if let Some(v) = &e.vek {
-        out.push(blob(&format!("{prefix}-vek"), v, MEDIA_TYPE_DER_CERT));
+/// Byproducts named `<platform><suffix>-<part>`: `snp-report`,
+/// `tpm-checkpoint-attest`, ...
+fn evidence_byproducts(out: &mut Vec<ResourceDescriptor>, suffix: &str, e: &Evidence) {
+    match e {
+        Evidence::Snp(e) => {
+            let name = |part: &str| format!("snp{suffix}-{part}");
+            out.push(blob(&name("report"), &e.report, MEDIA_TYPE_SNP_REPORT));
+            if let Some(t) = &e.cert_table {
+                out.push(blob(&name("cert-table"), t, MEDIA_TYPE_SNP_CERT_TABLE));
+            }
+            if let Some(v) = &e.vek {
+                out.push(blob(&name("vek"), v, MEDIA_TYPE_DER_CERT));
+            }
+        }
+        Evidence::Tpm(e) => {
+            let name = |part: &str| format!("tpm{suffix}-{part}");
+            out.push(blob(&name("attest"), &e.attest, MEDIA_TYPE_TPM_ATTEST));
+            out.push(blob(
+                &name("signature"),
+                &e.signature,
+                MEDIA_TYPE_TPM_SIGNATURE,
+            ));
+            out.push(blob(
+                &name("ak-public"),
+                &e.ak_public,
+                MEDIA_TYPE_TPM_PUBLIC,
+            ));
+            for (i, c) in e.ak_chain.iter().enumerate() {
+                out.push(blob(
+                    &name(&format!("ak-chain-{i}")),
+                    c,
+                    MEDIA_TYPE_DER_CERT,
+                ));
+            }
+            out.push(blob(
+                &name("event-log"),
+                &e.event_log,
+                MEDIA_TYPE_TCG_EVENT_LOG,
+            ));
+        }
+        Evidence::Azure(e) => {
+            let name = |part: &str| format!("azure{suffix}-{part}");
+            out.push(blob(
+                &name("hcl-report"),
+                &e.hcl_report,
+                MEDIA_TYPE_AZURE_HCL_REPORT,
+            ));
+            if let Some(v) = &e.vek {
+                out.push(blob(&name("vek"), v, MEDIA_TYPE_DER_CERT));
+            }
+            for (i, c) in e.vek_chain.iter().enumerate() {
+                out.push(blob(
+                    &name(&format!("vek-chain-{i}")),
+                    c,
+                    MEDIA_TYPE_DER_CERT,
+                ));
+            }
+            out.push(blob(
+                &name("ak-public"),
+                &e.ak_public,
+                MEDIA_TYPE_TPM_PUBLIC,
+            ));
+            out.push(blob(&name("attest"), &e.attest, MEDIA_TYPE_TPM_ATTEST));
+            out.push(blob(
+                &name("signature"),
+                &e.signature,
+                MEDIA_TYPE_TPM_SIGNATURE,
+            ));
+            out.push(blob(
+                &name("event-log"),
+                &e.event_log,
+                MEDIA_TYPE_TCG_EVENT_LOG,
+            ));
+        }
     }
 }
 

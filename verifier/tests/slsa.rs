@@ -13,7 +13,7 @@ use provenix_firmware::sim::{ChainParams, ReportParams, SimPlatform, VekKind, ar
 use provenix_firmware::snp::{Product, TcbVersion};
 use provenix_verifier::slsa::{self, InTotoStatement};
 use provenix_verifier::{
-    Bundle, Policy, SnpEvidence, Statement, Subject, Verifier, statement_report_data,
+    Bundle, Evidence, Policy, SnpEvidence, Statement, Subject, Verifier, statement_report_data,
 };
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
@@ -96,7 +96,8 @@ fn direct_bundle() -> (Vec<u8>, Policy, String, [u8; 32]) {
             report: report.to_vec(),
             cert_table: Some(platform.cert_table().unwrap()),
             vek: None,
-        },
+        }
+        .into(),
     }
     .to_cbor();
     let policy_text = format!(
@@ -182,7 +183,11 @@ fn nothing_is_exported_from_a_bundle_that_does_not_verify() {
     assert!(slsa::export_slsa(&bundle, &verifier, &policy, AT + 2 * YEAR, &signer).is_err());
     // A flipped byte in the report.
     let mut bad = Bundle::from_cbor(&bundle).unwrap();
-    if let Bundle::Direct { evidence, .. } = &mut bad {
+    if let Bundle::Direct {
+        evidence: Evidence::Snp(evidence),
+        ..
+    } = &mut bad
+    {
         evidence.report[0x50] ^= 1;
     }
     assert!(slsa::export_slsa(&bad.to_cbor(), &verifier, &policy, AT, &signer).is_err());

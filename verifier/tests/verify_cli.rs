@@ -96,7 +96,8 @@ fn bundle(platform: &SimPlatform, subject: Subject, content: &[u8]) -> (Vec<u8>,
             report: report.to_vec(),
             cert_table: Some(platform.cert_table().unwrap()),
             vek: None,
-        },
+        }
+        .into(),
     };
     (b.to_cbor(), public)
 }

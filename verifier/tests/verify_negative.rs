@@ -13,7 +13,7 @@ use coset::{CborSerializable, CoseSign1Builder, HeaderBuilder, iana};
 use provenix_firmware::sim::{ChainParams, ReportParams, SimPlatform, VekKind, ark_fingerprint};
 use provenix_firmware::snp::Product;
 use provenix_verifier::{
-    Bundle, MAX_BUNDLE_SIZE, STATEMENT_CONTENT_TYPE, SnpEvidence, Statement, Subject,
+    Bundle, Evidence, MAX_BUNDLE_SIZE, STATEMENT_CONTENT_TYPE, SnpEvidence, Statement, Subject,
     statement_report_data,
 };
 use ring::rand::SystemRandom;
@@ -153,9 +153,9 @@ impl Fixture {
         match Bundle::from_cbor(&self.good).unwrap() {
             Bundle::Direct {
                 statement,
-                evidence,
+                evidence: Evidence::Snp(evidence),
             } => (statement, evidence),
-            Bundle::Logged { .. } => unreachable!(),
+            _ => unreachable!(),
         }
     }
 
@@ -164,7 +164,7 @@ impl Fixture {
         let (_, evidence) = self.parts();
         Bundle::Direct {
             statement: cose,
-            evidence,
+            evidence: evidence.into(),
         }
         .to_cbor()
     }
@@ -175,7 +175,7 @@ impl Fixture {
         edit(&mut evidence);
         Bundle::Direct {
             statement,
-            evidence,
+            evidence: evidence.into(),
         }
         .to_cbor()
     }
@@ -240,7 +240,8 @@ fn assemble(cose: Vec<u8>, report: Vec<u8>, cert_table: Option<Vec<u8>>) -> Vec<
             report,
             cert_table,
             vek: None,
-        },
+        }
+        .into(),
     }
     .to_cbor()
 }
@@ -560,8 +561,14 @@ fn cases() -> Vec<Case> {
         case(
             "bundle trailing byte",
             1,
-            "bundle: not in deterministic CBOR",
+            "bundle: 1 trailing bytes after the CBOR item",
             bundle_bytes(|b| b.push(0)),
+        ),
+        case(
+            "two bundles concatenated",
+            1,
+            "trailing bytes after the CBOR item",
+            bundle_bytes(|b| b.extend(b.clone())),
         ),
         case(
             "bundle non-deterministic version",
@@ -614,7 +621,7 @@ fn cases() -> Vec<Case> {
         case(
             "bundle not a map",
             1,
-            "bundle: not in deterministic CBOR",
+            "bundle: not a CBOR map but an array",
             bundle_bytes(|b| b[0] = 0x84),
         ),
         case(
