@@ -6,12 +6,12 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use provenix_verifier::{
-    Bundle, Policy, SnpEvidence, Statement, Subject, Verifier, statement_report_data, verify_bundle,
+    Bundle, Policy, Statement, Subject, Verifier, statement_report_data, verify_bundle,
 };
 use ring::rand::SystemRandom;
 
 use crate::identity::{IdentityError, generate_key};
-use crate::platform::Platform;
+use crate::platform::{Platform, with_vek};
 
 /// The suffix of a bundle written beside its artifact.
 pub const BUNDLE_SUFFIX: &str = ".provenix";
@@ -131,11 +131,7 @@ pub fn attest(
             .evidence(&statement_report_data(&statement.to_cbor()), 0)?;
         let bundle = Bundle::Direct {
             statement: signed,
-            evidence: SnpEvidence {
-                report: evidence.report,
-                cert_table: evidence.cert_table,
-                vek: opts.vek.clone(),
-            },
+            evidence: with_vek(evidence, opts.vek.as_deref()),
         }
         .to_cbor();
         let path = bundle_path(artifact);

@@ -211,6 +211,13 @@ pub enum Request {
     },
     /// The current log's head.
     Head,
+    /// The consistency proof between two sizes of the current log.
+    Consistency {
+        /// The older tree size.
+        size1: u64,
+        /// The newer tree size.
+        size2: u64,
+    },
 }
 
 impl Request {
@@ -233,6 +240,11 @@ impl Request {
                 map.push(("path", Value::from(path.as_str())));
             }
             Request::Head => map.push(("op", Value::from("head"))),
+            Request::Consistency { size1, size2 } => {
+                map.push(("op", Value::from("consistency")));
+                map.push(("size1", Value::from(*size1)));
+                map.push(("size2", Value::from(*size2)));
+            }
         }
         encode(map)
     }
@@ -251,6 +263,10 @@ impl Request {
                 path: m.text("path")?,
             },
             "head" => Request::Head,
+            "consistency" => Request::Consistency {
+                size1: m.uint("size1")?,
+                size2: m.uint("size2")?,
+            },
             other => return Err(format!("unknown op {:?}", crate::daemon::truncate(other))),
         };
         m.finish()?;
@@ -267,6 +283,8 @@ pub enum Response {
     Bundle(Vec<u8>),
     /// The head.
     Head(HeadInfo),
+    /// A consistency proof's nodes.
+    Proof(Vec<[u8; 32]>),
     /// Refused or failed.
     Error(String),
 }
@@ -294,6 +312,13 @@ impl Response {
                 map.push(("size", Value::from(h.size)));
                 map.push(("checkpoint", Value::from(h.checkpoint)));
             }
+            Response::Proof(hashes) => {
+                map.push(("ok", Value::Bool(true)));
+                map.push((
+                    "proof",
+                    Value::Array(hashes.iter().map(|h| Value::Bytes(h.to_vec())).collect()),
+                ));
+            }
             Response::Error(e) => {
                 map.push(("ok", Value::Bool(false)));
                 map.push(("error", Value::from(e.as_str())));
@@ -314,6 +339,24 @@ impl Response {
                         Value::Bytes(b) => Response::Bundle(b),
                         _ => return Err("bundle is not a byte string".into()),
                     }
+                } else if let Some(proof) = m.take("proof") {
+                    let Value::Array(nodes) = proof else {
+                        return Err("proof is not an array".into());
+                    };
+                    if nodes.len() > provenix_verifier::MAX_CONSISTENCY_PROOF {
+                        return Err("proof is longer than any log's".into());
+                    }
+                    Response::Proof(
+                        nodes
+                            .into_iter()
+                            .map(|n| match n {
+                                Value::Bytes(b) => b
+                                    .try_into()
+                                    .map_err(|_| "a proof node is not 32 bytes".to_owned()),
+                                _ => Err("a proof node is not a byte string".to_owned()),
+                            })
+                            .collect::<Result<_, _>>()?,
+                    )
                 } else if m.has("indices") {
                     Response::Ack(Ack {
                         worker_key: m.key()?,
@@ -511,6 +554,16 @@ impl Client {
             path: store_path.to_owned(),
         })? {
             Response::Bundle(b) => Ok(b),
+            Response::Error(e) => Err(HookError::Daemon(e)),
+            other => Err(HookError::Protocol(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// The consistency proof from the current log's tree of `size1` leaves
+    /// to that of `size2` (RFC 9162 section 2.1.4).
+    pub fn consistency(&mut self, size1: u64, size2: u64) -> Result<Vec<[u8; 32]>, HookError> {
+        match self.call(&Request::Consistency { size1, size2 })? {
+            Response::Proof(p) => Ok(p),
             Response::Error(e) => Err(HookError::Daemon(e)),
             other => Err(HookError::Protocol(format!("unexpected answer {other:?}"))),
         }
@@ -731,6 +784,12 @@ impl Connection {
                     Err(e) => error(e),
                 }
             }
+            Request::Consistency { size1, size2 } => {
+                match self.worker.consistency_proof(size1, size2) {
+                    Ok(p) => Response::Proof(p),
+                    Err(e) => error(e),
+                }
+            }
             Request::Head => Response::Head(HeadInfo {
                 worker_key: *self.worker.public_key(),
                 size: self.worker.head().size,
@@ -790,6 +849,7 @@ mod tests {
                 path: "/nix/store/a".into(),
             },
             Request::Head,
+            Request::Consistency { size1: 3, size2: 7 },
         ] {
             assert_eq!(Request::decode(&r.encode()).unwrap(), r);
         }

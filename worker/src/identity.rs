@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use provenix_verifier::{Identity, SnpEvidence, identity_report_data};
+use provenix_verifier::{Identity, identity_report_data};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
@@ -56,11 +56,7 @@ impl WorkerIdentity {
                 worker_key: public,
                 source_commit: commit.to_owned(),
                 boot_nonce,
-                evidence: SnpEvidence {
-                    report: evidence.report,
-                    cert_table: evidence.cert_table,
-                    vek: None,
-                },
+                evidence,
             },
         })
     }

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use provenix_worker::platform::{Choice, Platform};
+use provenix_worker::platform::{Choice, Platform, TpmOptions};
+
+#[cfg(feature = "tpm")]
+mod ak;
 
 /// The Provenix attested build worker.
 #[derive(Parser)]
@@ -32,6 +35,8 @@ enum Command {
         /// The platform: hardware when present, else the simulator.
         #[arg(long, value_enum, default_value_t = Choice::Auto)]
         platform: Choice,
+        #[command(flatten)]
+        tpm: TpmOptions,
         /// The VMPL to request the report at.
         #[arg(long, default_value_t = 0)]
         vmpl: u32,
@@ -46,6 +51,8 @@ enum Command {
         /// The platform: hardware when present, else the simulator.
         #[arg(long, value_enum, default_value_t = Choice::Auto)]
         platform: Choice,
+        #[command(flatten)]
+        tpm: TpmOptions,
         /// The VCEK/VLEK (DER or PEM), for hosts whose certificate table
         /// lacks it.
         #[arg(long)]
@@ -71,6 +78,8 @@ enum Command {
         /// The platform: hardware when present, else the simulator.
         #[arg(long, value_enum, default_value_t = Choice::Auto)]
         platform: Choice,
+        #[command(flatten)]
+        tpm: TpmOptions,
         /// Attest a checkpoint after this many new entries.
         #[arg(long, default_value_t = provenix_worker::daemon::DEFAULT_CHECKPOINT_EVERY)]
         checkpoint_every: u64,
@@ -151,6 +160,13 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<String>,
     },
+    /// Enroll the TPM's attestation key with an operator CA: `request`,
+    /// then `activate` the operator's challenge (docs/tpm.md).
+    #[cfg(feature = "tpm")]
+    Ak {
+        #[command(subcommand)]
+        what: ak::AkCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -169,9 +185,10 @@ fn run(cli: Cli) -> Result<()> {
             file,
             out,
             platform,
+            tpm,
             vmpl,
         } => {
-            let platform = detect(platform, unix_now())?;
+            let platform = detect(platform, &tpm, unix_now())?;
             let contents =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let digest = ring::digest::digest(&ring::digest::SHA512, &contents);
@@ -180,32 +197,56 @@ fn run(cli: Cli) -> Result<()> {
             let evidence = platform.evidence(&report_data, vmpl)?;
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("cannot create {}", out.display()))?;
-            std::fs::write(out.join("report.bin"), &evidence.report)?;
-            if let Some(table) = &evidence.cert_table {
-                std::fs::write(out.join("certs.bin"), table)?;
+            let mut files: Vec<(&str, &[u8])> = Vec::new();
+            match &evidence {
+                provenix_verifier::Evidence::Snp(e) => {
+                    files.push(("report.bin", &e.report));
+                    if let Some(table) = &e.cert_table {
+                        files.push(("certs.bin", table));
+                    }
+                }
+                provenix_verifier::Evidence::Tpm(e) => {
+                    files.push(("quote.attest", &e.attest));
+                    files.push(("quote.sig", &e.signature));
+                    files.push(("ak.pub", &e.ak_public));
+                    files.push(("eventlog.bin", &e.event_log));
+                }
+                provenix_verifier::Evidence::Azure(e) => {
+                    files.push(("hcl-report.bin", &e.hcl_report));
+                    files.push(("quote.attest", &e.attest));
+                    files.push(("quote.sig", &e.signature));
+                    files.push(("ak.pub", &e.ak_public));
+                    files.push(("eventlog.bin", &e.event_log));
+                }
+            }
+            for (name, bytes) in &files {
+                std::fs::write(out.join(name), bytes)
+                    .with_context(|| format!("cannot write {}", out.join(name).display()))?;
             }
             eprintln!(
                 "report_data = SHA-512({}) = {}",
                 file.display(),
                 hex::encode(report_data)
             );
-            println!("{}", out.join("report.bin").display());
+            if let Some((first, _)) = files.first() {
+                println!("{}", out.join(first).display());
+            }
             Ok(())
         }
         Command::Attest {
             artifacts,
             platform,
+            tpm,
             vcek,
             policy,
         } => {
             use provenix_verifier::Policy;
             use provenix_worker::attest::{AttestOptions, attest};
             let now = unix_now();
-            let platform = detect(platform, now)?;
+            let platform = detect(platform, &tpm, now)?;
             let policy = match &policy {
                 Some(path) => Policy::load(path)?,
-                None if platform.is_simulated() => provenix_worker::platform::sim_policy(),
-                None => Policy::default(),
+                None => platform.self_check_policy(),
             };
             let vek = match &vcek {
                 Some(path) => {
@@ -241,6 +282,7 @@ fn run(cli: Cli) -> Result<()> {
             state,
             socket,
             platform,
+            tpm,
             checkpoint_every,
             checkpoint_ms,
             policy,
@@ -256,6 +298,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let mut config = provenix_worker::daemon::Config::new(state);
             config.platform = platform;
+            config.tpm = tpm;
             config.policy = policy
                 .as_deref()
                 .map(provenix_verifier::Policy::load)
@@ -326,14 +369,16 @@ fn run(cli: Cli) -> Result<()> {
             }
             let mut failed = 0usize;
             let mut keys: Vec<String> = Vec::new();
+            let mut checkpoints: Vec<([u8; 32], u64)> = Vec::new();
             for path in &paths {
                 let written = export_one(&mut client, path, &out, cache.as_deref());
                 match written {
-                    Ok((file, key)) => {
-                        println!("{}", file.display());
-                        if let Some(key) = key.filter(|k| !keys.contains(k)) {
+                    Ok(done) => {
+                        println!("{}", done.file.display());
+                        if let Some(key) = done.nix_key.filter(|k| !keys.contains(k)) {
                             keys.push(key);
                         }
+                        checkpoints.extend(done.checkpoint);
                     }
                     Err(e) => {
                         eprintln!("provenix-worker: {path}: {e:#}");
@@ -341,6 +386,10 @@ fn run(cli: Cli) -> Result<()> {
                     }
                 }
             }
+            let dirs: Vec<&std::path::Path> = std::iter::once(out.as_path())
+                .chain(cache.as_deref())
+                .collect();
+            write_consistency(&mut client, &checkpoints, &dirs)?;
             if !keys.is_empty() {
                 // As nix.conf takes it.
                 println!("trusted-public-keys = {}", keys.join(" "));
@@ -350,6 +399,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        #[cfg(feature = "tpm")]
+        Command::Ak { what } => ak::run(what),
         Command::SimRoots => {
             for (product, fingerprint) in provenix_firmware::sim::sim_ark_fingerprints() {
                 println!("{product} {}", hex::encode(fingerprint));
@@ -366,10 +417,10 @@ fn unix_now() -> i64 {
 }
 
 /// Find the platform, saying loudly when it is the simulator.
-fn detect(choice: Choice, now: i64) -> Result<Platform> {
-    let platform = Platform::detect(choice, now, |why| {
+fn detect(choice: Choice, tpm: &TpmOptions, now: i64) -> Result<Platform> {
+    let platform = Platform::open(choice, tpm, now, |why| {
         eprintln!("######################################################################");
-        eprintln!("# WARNING: no SEV-SNP hardware: {why}");
+        eprintln!("# WARNING: no SEV-SNP or TPM hardware: {why}");
         eprintln!("# Using the SIMULATED platform. Its evidence proves nothing about");
         eprintln!("# hardware and is accepted only by a policy that names its test root.");
         eprintln!("######################################################################");
@@ -463,15 +514,72 @@ fn serve(
     })
 }
 
+/// The bundles of one export sit under several checkpoints of the worker's
+/// log; a verifier accepts them together only when it can prove those
+/// checkpoints are one history. For the current log (older identities' logs
+/// are closed and the daemon serves proofs of its own log only), write the
+/// consistency proof between each two consecutive checkpoint sizes and from
+/// each to the largest, as `.consistency` files (docs/policy.md).
+fn write_consistency(
+    client: &mut provenix_worker::hook::Client,
+    checkpoints: &[([u8; 32], u64)],
+    dirs: &[&std::path::Path],
+) -> Result<()> {
+    let head = client.head()?;
+    let mut sizes: Vec<u64> = checkpoints
+        .iter()
+        .filter(|(key, _)| *key == head.worker_key)
+        .map(|(_, size)| *size)
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let Some(&largest) = sizes.last() else {
+        return Ok(());
+    };
+    let mut pairs: Vec<(u64, u64)> = sizes.windows(2).map(|w| (w[0], w[1])).collect();
+    pairs.extend(sizes.iter().map(|&s| (s, largest)));
+    pairs.retain(|(a, b)| a < b);
+    pairs.sort_unstable();
+    pairs.dedup();
+    let origin = provenix_verifier::log_origin(&head.worker_key);
+    for (size1, size2) in pairs {
+        let proof = provenix_verifier::ConsistencyProof {
+            origin: origin.clone(),
+            size1,
+            size2,
+            hashes: client.consistency(size1, size2)?,
+        };
+        let name = format!(
+            "{}-{size1}-{size2}.consistency",
+            hex::encode(head.worker_key.get(..8).unwrap_or_default())
+        );
+        for dir in dirs {
+            let file = dir.join(&name);
+            std::fs::write(&file, proof.to_text())
+                .with_context(|| format!("cannot write {}", file.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// What exporting one store path wrote.
+struct Exported {
+    /// The bundle file.
+    file: PathBuf,
+    /// The worker's Nix public key line, with a cache.
+    nix_key: Option<String>,
+    /// For a logged bundle, its log (worker key) and checkpoint size.
+    checkpoint: Option<([u8; 32], u64)>,
+}
+
 /// Fetch one bundle and write it to `<out>/<basename>.provenix`, and, with
-/// `cache`, the path to that binary cache; then also return the worker's
-/// Nix public key line.
+/// `cache`, the path to that binary cache.
 fn export_one(
     client: &mut provenix_worker::hook::Client,
     store_path: &str,
     out: &std::path::Path,
     cache: Option<&std::path::Path>,
-) -> Result<(PathBuf, Option<String>)> {
+) -> Result<Exported> {
     let name = std::path::Path::new(store_path)
         .file_name()
         .and_then(|n| n.to_str())
@@ -482,16 +590,27 @@ fn export_one(
     let tmp = out.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, &bundle).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &file).with_context(|| format!("cannot write {}", file.display()))?;
-    let key = cache
+    let nix_key = cache
         .map(|cache| cache_one(cache, store_path, &bundle))
         .transpose()?;
-    Ok((file, key))
+    let checkpoint = match provenix_verifier::Bundle::from_cbor(&bundle)? {
+        provenix_verifier::Bundle::Logged {
+            identity, proof, ..
+        } => Some((identity.worker_key, proof.size)),
+        provenix_verifier::Bundle::Direct { .. } => None,
+    };
+    Ok(Exported {
+        file,
+        nix_key,
+        checkpoint,
+    })
 }
 
 /// Add one output to the file:// binary cache `cache`: its NAR, dumped
 /// afresh and checked against the statement's hash and size, uncompressed
 /// at `nar/<nix32 hash>.nar`, and `<hash part>.narinfo` with the
-/// statement's Nix signature. Returns the worker's Nix public key line.
+/// statement's Nix signature, and the bundle beside it as
+/// `<hash part>-<name>.provenix`. Returns the worker's Nix public key line.
 fn cache_one(cache: &std::path::Path, store_path: &str, bundle: &[u8]) -> Result<String> {
     use provenix_verifier::{Bundle, Statement, Subject, nixsig};
     use std::io::Write;
@@ -550,6 +669,14 @@ fn cache_one(cache: &std::path::Path, store_path: &str, bundle: &[u8]) -> Result
         .context("not a store path")?;
     let info = cache.join(format!("{hash_part}.narinfo"));
     std::fs::write(&info, text).with_context(|| format!("cannot write {}", info.display()))?;
+    // The bundle beside the narinfo, where `provenix verify --cache` looks.
+    let base = store_path
+        .strip_prefix(nixsig::STORE_DIR)
+        .and_then(|p| p.strip_prefix('/'))
+        .context("not a store path")?;
+    let beside = cache.join(format!("{base}{}", provenix_worker::attest::BUNDLE_SUFFIX));
+    std::fs::write(&beside, bundle)
+        .with_context(|| format!("cannot write {}", beside.display()))?;
     Ok(nixsig::worker_key_line(&statement.worker_key))
 }
 

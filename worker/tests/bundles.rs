@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use provenix_firmware::sim::sim_ark_fingerprints;
 use provenix_verifier::{
-    Bundle, Error, Hex, InclusionProof, Policy, Refusal, RootPin, SnpEvidence, Statement, Subject,
-    Verifier, checkpoint_report_data, log_origin, verify_bundle,
+    Bundle, Error, Hex, InclusionProof, Policy, Refusal, RootPin, Statement, Subject, Verifier,
+    checkpoint_report_data, log_origin, verify_bundle,
 };
 use provenix_worker::attest::{AttestOptions, attest, bundle_path};
 use provenix_worker::identity::WorkerIdentity;
@@ -214,11 +214,7 @@ fn logged_bundle(platform: &Platform, id: &WorkerIdentity, log: &mut Log, pick: 
             hashes: log.inclusion_proof(pick, size).unwrap(),
         },
         checkpoint,
-        checkpoint_evidence: SnpEvidence {
-            report: ev.report,
-            cert_table: ev.cert_table,
-            vek: None,
-        },
+        checkpoint_evidence: ev,
     }
 }
 
@@ -311,11 +307,6 @@ fn logged_statements_verify_through_identity_checkpoint_and_proof() {
     let foreign = other_vm
         .evidence(&checkpoint_report_data(&checkpoint), 0)
         .unwrap();
-    let foreign = SnpEvidence {
-        report: foreign.report,
-        cert_table: foreign.cert_table,
-        vek: None,
-    };
     let r = refused(
         &rebuild(
             statement.clone(),

@@ -21,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hyper_util::rt::TokioIo;
 use provenix_verifier::{
-    Hash, SnpEvidence, VerifierKey, checkpoint_report_data, leaf_hash, log_origin,
+    Evidence, Hash, SnpEvidence, VerifierKey, checkpoint_report_data, leaf_hash, log_origin,
     verify_checkpoint, verify_consistency, verify_inclusion,
 };
 use provenix_worker::grpc::proto::build_client::BuildClient;
@@ -93,7 +93,8 @@ impl TestBackend {
                 report: checkpoint_report_data(&note).to_vec(),
                 cert_table: None,
                 vek: None,
-            },
+            }
+            .into(),
             note,
             size: log.size(),
             root: log.root(),
@@ -508,6 +509,11 @@ async fn log_api_serves_verifiable_proofs() {
         let evidence = got.evidence.unwrap();
         assert_eq!(evidence.report, checkpoint_report_data(&got.note).to_vec());
         assert_eq!((evidence.cert_table, evidence.vek), (None, None));
+        // The platform-neutral encoding carries the same evidence.
+        let Evidence::Snp(decoded) = Evidence::from_cbor(&got.evidence_cbor).unwrap() else {
+            panic!("SNP evidence expected");
+        };
+        assert_eq!(decoded.report, evidence.report);
     }
     let missing = client
         .checkpoint(proto::CheckpointRequest { size: Some(5) })

@@ -9,8 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use provenix_verifier::{
-    Actual, Builders, Bundle, Decision, Distinct, Hex, NamedBuilder, Policy, Reason, SnpEvidence,
-    Statement, Subject, Threshold, Verifier, Why, statement_report_data, verify_bundle,
+    Actual, Builders, Bundle, Decision, Distinct, Hex, NamedBuilder, Policy, Reason, Statement,
+    Subject, Threshold, Verifier, Why, statement_report_data, verify_bundle,
 };
 use provenix_worker::attest::{AttestOptions, attest};
 use provenix_worker::identity::generate_key;
@@ -93,11 +93,7 @@ fn hand_built(platform: &Platform, content: &[u8]) -> (Vec<u8>, [u8; 32]) {
         .unwrap();
     let bundle = Bundle::Direct {
         statement: statement.sign(&key).unwrap(),
-        evidence: SnpEvidence {
-            report: evidence.report,
-            cert_table: evidence.cert_table,
-            vek: None,
-        },
+        evidence,
     };
     (bundle.to_cbor(), public)
 }
@@ -397,4 +393,202 @@ fn threshold_policy_parses_with_defaults_and_refuses_bad_ones() {
     ] {
         assert!(Policy::from_toml(bad).is_err(), "accepted: {bad}");
     }
+}
+
+/// Verify each bundle at `at` and decide on `ARTIFACT`.
+fn decide_at(policy: &Policy, at: i64, bundles: &[(&str, &[u8])]) -> Decision {
+    let verifier = Verifier::new(policy.anchors().unwrap());
+    let found = bundles
+        .iter()
+        .map(|(name, bytes)| {
+            (
+                (*name).to_owned(),
+                verify_bundle(bytes, &verifier, policy, at),
+            )
+        })
+        .collect();
+    policy.decide(
+        &Subject::File(ARTIFACT.into()),
+        Some(honest_actual()),
+        found,
+    )
+}
+
+#[test]
+fn a_worker_whose_measurement_is_not_accepted_is_not_counted() {
+    let t = three("measurement");
+    let bundles = [("a", &t.a[..]), ("b", &t.b[..]), ("c", &t.c[..])];
+    // The simulator's launch digest, as its reports carry it.
+    let measured = {
+        let Bundle::Direct { evidence, .. } = Bundle::from_cbor(&t.a).unwrap() else {
+            panic!()
+        };
+        let provenix_verifier::Evidence::Snp(snp) = evidence else {
+            panic!()
+        };
+        *provenix_firmware::snp::AttestationReport::from_bytes(&snp.report)
+            .unwrap()
+            .measurement()
+    };
+    let mut p = policy(2, Distinct::Chip);
+    p.snp.measurements = Some(vec![Hex(measured)]);
+    assert!(decide(&p, Some(honest_actual()), &bundles).accepted());
+    // Another image's measurement only: nobody counts, each says why.
+    p.snp.measurements = Some(vec![Hex([0x42; 48])]);
+    let d = decide(&p, Some(honest_actual()), &bundles);
+    assert!(!d.accepted());
+    assert!(d.counted().is_empty());
+    for source in ["a", "b", "c"] {
+        match excluded_for(&d, source) {
+            [Why::Refused(why)] => assert!(why.contains("measurement"), "{why}"),
+            other => panic!("{source}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn expired_evidence_is_not_counted() {
+    let t = three("expired");
+    let bundles = [("a", &t.a[..]), ("b", &t.b[..])];
+    let p = policy(2, Distinct::Chip);
+    assert!(decide_at(&p, now(), &bundles).accepted());
+    // Two years on, the simulated VCEKs (valid one year) have expired.
+    let d = decide_at(&p, now() + 2 * 365 * 86_400, &bundles);
+    assert!(!d.accepted());
+    for source in ["a", "b"] {
+        match excluded_for(&d, source) {
+            [Why::Refused(why)] => assert!(why.contains("VCEK is not valid at"), "{why}"),
+            other => panic!("{source}: {other:?}"),
+        }
+    }
+}
+
+/// A log of the worker `id` holding `entries`, checkpointed by the real
+/// signer at `time` and attested on `platform`: the bundle of entry 0.
+fn logged_bundle(
+    dir: &Path,
+    platform: &Platform,
+    id: &provenix_worker::identity::WorkerIdentity,
+    entries: &[Vec<u8>],
+    time: i64,
+) -> Vec<u8> {
+    use provenix_verifier::{Checkpoint, InclusionProof, checkpoint_report_data, log_origin};
+    use provenix_worker::log::{CheckpointSigner, Log};
+    let mut log = Log::open(dir).unwrap();
+    for e in entries {
+        log.append(e).unwrap();
+    }
+    let origin = log_origin(id.public());
+    let signer = CheckpointSigner::new(&origin, id.key().clone()).unwrap();
+    let note = signer.sign_at(
+        &Checkpoint::new(&origin, log.size(), log.root()).unwrap(),
+        time,
+    );
+    let size = log.size();
+    Bundle::Logged {
+        statement: log.entry(0).unwrap(),
+        identity: id.document().clone(),
+        proof: InclusionProof {
+            index: 0,
+            size,
+            hashes: log.inclusion_proof(0, size).unwrap(),
+        },
+        checkpoint_evidence: platform
+            .evidence(&checkpoint_report_data(&note), 0)
+            .unwrap(),
+        checkpoint: note,
+    }
+    .to_cbor()
+}
+
+/// A statement of worker `id` about `subject`, at log index `index`.
+fn log_entry(
+    id: &provenix_worker::identity::WorkerIdentity,
+    subject: &str,
+    content: &[u8],
+    index: u64,
+) -> Vec<u8> {
+    Statement {
+        subject: Subject::File(subject.into()),
+        sha256: sha256(content),
+        size: content.len().try_into().unwrap(),
+        references: Vec::new(),
+        deriver: None,
+        worker_key: *id.public(),
+        source_commit: COMMIT.into(),
+        log_index: Some(index),
+        time: now(),
+        nix_signature: None,
+    }
+    .sign(id.key())
+    .unwrap()
+}
+
+#[test]
+fn a_forked_log_is_caught() {
+    use provenix_verifier::{Conflict, Seen, Witness};
+    let dir = scratch("fork");
+    let platform = sim();
+    let id = provenix_worker::identity::WorkerIdentity::new(&platform, COMMIT).unwrap();
+    // One key, two logs: the same first entry, then different second ones
+    // (the key holder shows each user another history).
+    let first = log_entry(&id, ARTIFACT, HONEST, 0);
+    let shown_to_a = [first.clone(), log_entry(&id, "lib.so", b"lib", 1)];
+    let shown_to_b = [first, log_entry(&id, "lib.so", b"lib with a backdoor", 1)];
+    let a = logged_bundle(&dir.join("a"), &platform, &id, &shown_to_a, now());
+    let b = logged_bundle(&dir.join("b"), &platform, &id, &shown_to_b, now());
+    let p = policy(1, Distinct::Key);
+    let verifier = Verifier::new(p.anchors().unwrap());
+    // Each bundle alone verifies: only a memory of checkpoints sees the fork.
+    let va = verify_bundle(&a, &verifier, &p, now()).unwrap();
+    let vb = verify_bundle(&b, &verifier, &p, now()).unwrap();
+    let memory = dir.join("memory");
+    let mut witness = Witness::new(Some(memory.clone()));
+    let sa = Seen::from_bundle(&a, &va).unwrap().unwrap();
+    let sb = Seen::from_bundle(&b, &vb).unwrap().unwrap();
+    let none: &Vec<provenix_verifier::ConsistencyProof> = &Vec::new();
+    witness.observe(&sa, none).unwrap().unwrap();
+    witness.commit(none).unwrap();
+    // A later run, shown the other history.
+    let mut witness = Witness::new(Some(memory.clone()));
+    match witness.observe(&sb, none).unwrap() {
+        Err(Conflict::Forked {
+            fork,
+            file: Some(file),
+        }) => {
+            assert_eq!(fork.size, 2);
+            assert_eq!(fork.notes, [sa.note().to_owned(), sb.note().to_owned()]);
+            assert!(file.exists());
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_stale_checkpoint_is_refused_by_max_age() {
+    use provenix_verifier::{Seen, check_freshness};
+    let dir = scratch("stale");
+    let platform = sim();
+    let id = provenix_worker::identity::WorkerIdentity::new(&platform, COMMIT).unwrap();
+    let entries = [log_entry(&id, ARTIFACT, HONEST, 0)];
+    let p = Policy::from_toml("[checkpoint]\nmax_age = \"24h\"\n").unwrap();
+    let max = p.checkpoint.max_age.unwrap().0;
+    assert_eq!(max, 86_400);
+    let policy = policy(1, Distinct::Key);
+    let verifier = Verifier::new(policy.anchors().unwrap());
+    for (name, time, fresh) in [
+        ("fresh", now() - 3_600, true),
+        ("stale", now() - 2 * 86_400, false),
+    ] {
+        let bundle = logged_bundle(&dir.join(name), &platform, &id, &entries, time);
+        let v = verify_bundle(&bundle, &verifier, &policy, now()).unwrap();
+        let seen = Seen::from_bundle(&bundle, &v).unwrap().unwrap();
+        let verdict = check_freshness(seen.checkpoint(), max, now());
+        assert_eq!(verdict.is_ok(), fresh, "{name}: {verdict:?}");
+        if let Err(finding) = verdict {
+            assert_eq!(finding.field, "checkpoint.time");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use provenix_verifier::{Checkpoint, SnpEvidence, checkpoint_report_data};
+use provenix_verifier::{Checkpoint, checkpoint_report_data};
 use tokio::sync::{Notify, watch};
 use tokio::time::MissedTickBehavior;
 
@@ -20,7 +20,7 @@ use super::logdir::{AttestedCheckpoint, Head, LogDir};
 use super::selfcheck::SelfCheck;
 use super::{DaemonError, unix_now};
 use crate::log::CheckpointSigner;
-use crate::platform::Platform;
+use crate::platform::{Platform, with_vek};
 
 pub(crate) struct Checkpointer {
     pub(crate) log: Arc<LogDir>,
@@ -82,7 +82,8 @@ impl Checkpointer {
     /// Sign, attest, self-check, record and publish a checkpoint of `head`.
     async fn checkpoint(&self, head: Head) -> Result<(), DaemonError> {
         let checkpoint = Checkpoint::new(self.log.origin(), head.size, head.root)?;
-        let note = self.signer.sign(&checkpoint);
+        // The worker's clock, signed and attested with the tree head.
+        let note = self.signer.sign_at(&checkpoint, unix_now());
         let report_data = checkpoint_report_data(&note);
         let platform = self.platform.clone();
         let evidence = tokio::task::spawn_blocking(move || platform.evidence(&report_data, 0))
@@ -92,11 +93,7 @@ impl Checkpointer {
             note,
             size: head.size,
             root: head.root,
-            evidence: SnpEvidence {
-                report: evidence.report,
-                cert_table: evidence.cert_table,
-                vek: self.vek.clone(),
-            },
+            evidence: with_vek(evidence, self.vek.as_deref()),
         };
         let log = self.log.clone();
         let check = self.check.clone();

@@ -36,7 +36,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGua
 
 use ciborium::Value;
 use provenix_verifier::{
-    Bundle, Hash, Identity, InclusionProof, SnpEvidence, VerifierKey, log_origin, verify_checkpoint,
+    Bundle, Evidence, Hash, Identity, InclusionProof, SnpEvidence, VerifierKey, log_origin,
+    verify_checkpoint,
 };
 use ring::digest;
 use tokio::sync::watch;
@@ -56,7 +57,7 @@ const RELOGGED_FILE: &str = "relogged";
 /// are a few KiB.
 const MAX_IDENTITY_FILE: u64 = 1 << 20;
 /// Largest checkpoint record. The worker's notes are one signature over
-/// three lines (a few hundred bytes) and the evidence is a 1184-byte report
+/// four lines (origin, size, root, time: a few hundred bytes) and the evidence is a 1184-byte report
 /// with a certificate table of a few KiB. The bound also bounds the torn
 /// tail a crash can leave (see `History`).
 const MAX_RECORD: usize = 64 << 10;
@@ -88,7 +89,7 @@ pub struct AttestedCheckpoint {
     /// Its root.
     pub root: Hash,
     /// The evidence binding it.
-    pub evidence: SnpEvidence,
+    pub evidence: Evidence,
 }
 
 /// One identity's log directory.
@@ -664,24 +665,18 @@ fn encode_checkpoint(cp: &AttestedCheckpoint) -> Vec<u8> {
     encode_map(map)
 }
 
-fn decode_checkpoint(bytes: &[u8]) -> Result<(String, SnpEvidence), String> {
+fn decode_checkpoint(bytes: &[u8]) -> Result<(String, Evidence), String> {
     let mut m = Fields::decode(bytes)?;
     let note = m.text(1)?;
     let evidence = m.evidence(2)?;
     Ok((note, evidence))
 }
 
-/// The report at `first`, the certificate table and VEK (when present) at
-/// the next two keys.
-fn evidence_fields(first: u64, e: &SnpEvidence) -> Vec<(u64, Value)> {
-    let mut out = vec![(first, Value::Bytes(e.report.clone()))];
-    if let Some(t) = &e.cert_table {
-        out.push((first.saturating_add(1), Value::Bytes(t.clone())));
-    }
-    if let Some(v) = &e.vek {
-        out.push((first.saturating_add(2), Value::Bytes(v.clone())));
-    }
-    out
+/// Evidence in the bundle encoding at `first + 3`. Files written before
+/// TPM support hold an SNP report at `first`, its certificate table and
+/// VEK at the next two keys; [`Fields::evidence`] still reads them.
+fn evidence_fields(first: u64, e: &Evidence) -> Vec<(u64, Value)> {
+    vec![(first.saturating_add(3), Value::Bytes(e.to_cbor()))]
 }
 
 fn encode_map(map: Vec<(u64, Value)>) -> Vec<u8> {
@@ -741,14 +736,17 @@ impl Fields {
             .ok_or_else(|| format!("key {key}: missing or not 32 bytes"))
     }
 
-    fn evidence(&mut self, first: u64) -> Result<SnpEvidence, String> {
-        Ok(SnpEvidence {
+    fn evidence(&mut self, first: u64) -> Result<Evidence, String> {
+        if let Some(encoded) = self.bytes(first.saturating_add(3))? {
+            return Evidence::from_cbor(&encoded).map_err(|e| format!("evidence: {e}"));
+        }
+        Ok(Evidence::Snp(SnpEvidence {
             report: self
                 .bytes(first)?
                 .ok_or_else(|| format!("key {first}: no report"))?,
             cert_table: self.bytes(first.saturating_add(1))?,
             vek: self.bytes(first.saturating_add(2))?,
-        })
+        }))
     }
 }
 
@@ -807,12 +805,12 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DaemonEr
 mod tests {
     use super::*;
 
-    fn evidence() -> SnpEvidence {
-        SnpEvidence {
+    fn evidence() -> Evidence {
+        Evidence::Snp(SnpEvidence {
             report: vec![1; 1184],
             cert_table: Some(vec![2; 100]),
             vek: None,
-        }
+        })
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub(crate) use nix::truncate;
 use crate::identity::{IdentityError, SOURCE_COMMIT, WorkerIdentity};
 use crate::log::CheckpointSigner;
 use crate::nar::{NarDigest, NarError};
-use crate::platform::{Choice, Platform, sim_policy};
+use crate::platform::{Choice, Platform, TpmOptions, with_vek};
 use appender::{Appender, Job, Output};
 use checkpointer::Checkpointer;
 use selfcheck::SelfCheck;
@@ -89,6 +89,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Which platform to ask for evidence.
     pub platform: Choice,
+    /// The TPM and its attestation key, for the TPM platform.
+    pub tpm: TpmOptions,
     /// What the self-checks trust. `None`: AMD's roots on hardware, the
     /// simulator's test roots on the simulator.
     pub policy: Option<Policy>,
@@ -130,6 +132,7 @@ impl Config {
         Config {
             state_dir: state_dir.into(),
             platform: Choice::Auto,
+            tpm: TpmOptions::default(),
             policy: None,
             vek: None,
             commit: None,
@@ -365,17 +368,16 @@ impl Worker {
         let lock = Arc::new(lock_state(&config.state_dir)?);
 
         let now = unix_now();
-        let platform = Platform::detect(config.platform, now, |why| {
+        let platform = Platform::open(config.platform, &config.tpm, now, |why| {
             eprintln!("######################################################################");
-            eprintln!("# WARNING: no SEV-SNP hardware: {why}");
+            eprintln!("# WARNING: no SEV-SNP or TPM hardware: {why}");
             eprintln!("# Using the SIMULATED platform. Its evidence proves nothing about");
             eprintln!("# hardware and is accepted only by a policy that names its test root.");
             eprintln!("######################################################################");
         })?;
         let policy = match &config.policy {
             Some(p) => p.clone(),
-            None if platform.is_simulated() => sim_policy(),
-            None => Policy::default(),
+            None => platform.self_check_policy(),
         };
         let check = Arc::new(SelfCheck::new(policy)?);
         let commit = config
@@ -384,7 +386,7 @@ impl Worker {
             .unwrap_or_else(|| SOURCE_COMMIT.to_owned());
         let identity = WorkerIdentity::new(&platform, &commit)?;
         let mut document = identity.document().clone();
-        document.evidence.vek = config.vek.clone();
+        document.evidence = with_vek(document.evidence, config.vek.as_deref());
         check.identity(&document, now)?;
 
         // Older logs, oldest first, recovered; then this identity's.

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use provenix_verifier::Evidence;
 use tonic::{Request, Response, Status};
 
 use super::backend::{AttestedCheckpoint, LogBackend};
@@ -62,11 +63,17 @@ fn checkpoint_response(cp: AttestedCheckpoint) -> proto::CheckpointResponse {
         note: cp.note,
         size: cp.size,
         root: cp.root.to_vec(),
-        evidence: Some(proto::SnpEvidence {
-            report: cp.evidence.report,
-            cert_table: cp.evidence.cert_table,
-            vek: cp.evidence.vek,
-        }),
+        evidence_cbor: cp.evidence.to_cbor(),
+        evidence: match cp.evidence {
+            Evidence::Snp(e) => Some(proto::SnpEvidence {
+                report: e.report,
+                cert_table: e.cert_table,
+                vek: e.vek,
+            }),
+            // The proto's typed field is SNP's; TPM and Azure evidence
+            // travel in `evidence_cbor` only.
+            Evidence::Tpm(_) | Evidence::Azure(_) => None,
+        },
     }
 }
 

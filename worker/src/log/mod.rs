@@ -155,6 +155,19 @@ impl CheckpointSigner {
         let signature = self.key.sign(text.as_bytes());
         format!("{text}\n{}", signature_line(&self.vkey, signature.as_ref()))
     }
+
+    /// The signed note of `checkpoint` with the worker's clock `time`
+    /// (unix seconds) as its `provenix-time` extension line, so verifiers
+    /// can tell how fresh it is (docs/policy.md, "Checkpoints").
+    pub fn sign_at(&self, checkpoint: &Checkpoint, time: i64) -> String {
+        let text = format!(
+            "{}{}\n",
+            checkpoint.text(),
+            provenix_verifier::time_extension(time)
+        );
+        let signature = self.key.sign(text.as_bytes());
+        format!("{text}\n{}", signature_line(&self.vkey, signature.as_ref()))
+    }
 }
 
 /// An append-only Merkle log in a directory.

@@ -82,3 +82,64 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The verifier's `provenix` binary of the same profile as this test's
+/// worker, built into the worker's target directory (a no-op when current):
+/// a test of one package cannot name another package's binary.
+pub fn provenix_bin() -> PathBuf {
+    let worker = Path::new(env!("CARGO_BIN_EXE_provenix-worker"));
+    let dir = worker.parent().expect("the worker's directory");
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => panic!("{} is not in a profile directory", worker.display()),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "provenix-verifier",
+            "--bin",
+            "provenix",
+        ])
+        .args(["--profile", profile, "--target-dir"])
+        .arg(dir.parent().expect("the target directory"))
+        .status()
+        .expect("running cargo build");
+    assert!(status.success(), "cargo build of provenix: {status}");
+    dir.join("provenix")
+}
+
+/// The shared data folder (`PROVENIX_SHARED`, default `../shared` beside
+/// the repository) when it holds `sub`; else SKIP, or with `CI=true` a
+/// failure.
+pub fn shared(test: &str, sub: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("PROVENIX_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    if dir.join(sub).exists() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true: {test}: the shared data is missing at {} (set PROVENIX_SHARED)",
+        dir.join(sub).display()
+    );
+    eprintln!(
+        "SKIP: {test}: shared data not found at {}",
+        dir.join(sub).display()
+    );
+    None
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
+        .try_into()
+        .expect("the time fits an i64")
+}
