@@ -284,6 +284,10 @@ pub struct Submitted {
 /// the state directory.
 const SHUTDOWN_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How long [`lock_state`] waits for a state directory that looks held
+/// before it calls it held by another daemon.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Which entry a bundle is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BundleFor {
@@ -908,18 +912,32 @@ fn lock_state(state: &Path) -> Result<StateLock, DaemonError> {
                 source,
             }
         })?;
-    let listener = std::os::unix::net::UnixListener::bind_addr(&addr).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::AddrInUse {
-            DaemonError::Locked(state.to_owned())
-        } else {
-            DaemonError::Io {
-                op: "lock",
-                path: state.to_owned(),
-                source,
+    // A process forked by another thread holds a copy of every descriptor
+    // until it execs (close-on-exec acts only then), so a lock released a
+    // moment ago can still be held for a few milliseconds by a child on its
+    // way to exec. A daemon holds it for good: retry briefly, then refuse.
+    let deadline = std::time::Instant::now() + LOCK_RETRY;
+    loop {
+        match std::os::unix::net::UnixListener::bind_addr(&addr) {
+            Ok(listener) => return Ok(StateLock { _socket: listener }),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(DaemonError::Locked(state.to_owned()));
+            }
+            Err(source) => {
+                return Err(DaemonError::Io {
+                    op: "lock",
+                    path: state.to_owned(),
+                    source,
+                });
             }
         }
-    })?;
-    Ok(StateLock { _socket: listener })
+    }
 }
 
 /// Unix seconds now.
