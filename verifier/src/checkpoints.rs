@@ -55,18 +55,20 @@ impl CheckpointArgs {
     }
 }
 
-/// Consistency proofs read from files, plus an optional live source (a
-/// worker's Log API).
+/// Consistency proofs read from files, then asked of other sources in turn
+/// (workers' Log APIs, binary caches).
 pub(crate) struct Proofs<'a> {
     files: Vec<ConsistencyProof>,
-    live: Option<&'a dyn ProofSource>,
+    asked: Vec<&'a dyn ProofSource>,
 }
 
 impl ProofSource for Proofs<'_> {
     fn consistency(&self, origin: &str, size1: u64, size2: u64) -> Option<Vec<Hash>> {
-        self.files
-            .consistency(origin, size1, size2)
-            .or_else(|| self.live.and_then(|l| l.consistency(origin, size1, size2)))
+        self.files.consistency(origin, size1, size2).or_else(|| {
+            self.asked
+                .iter()
+                .find_map(|s| s.consistency(origin, size1, size2))
+        })
     }
 }
 
@@ -135,7 +137,7 @@ impl ProofSource for LiveProofs {
 pub(crate) fn proofs<'a>(
     args: &CheckpointArgs,
     dirs: &[&Path],
-    live: Option<&'a dyn ProofSource>,
+    asked: &[&'a dyn ProofSource],
 ) -> Result<Proofs<'a>> {
     let mut paths = args.consistency.clone();
     for dir in dirs {
@@ -162,7 +164,10 @@ pub(crate) fn proofs<'a>(
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         files.push(ConsistencyProof::parse(&bytes).with_context(|| path.display().to_string())?);
     }
-    Ok(Proofs { files, live })
+    Ok(Proofs {
+        files,
+        asked: asked.to_vec(),
+    })
 }
 
 /// One bundle after `verify_bundle`: where it came from, its bytes, the

@@ -163,7 +163,7 @@ pub(crate) fn run(args: ReportArgs) -> Result<ExitCode> {
         .map(|(source, bytes)| (source.clone(), bytes.as_slice(), memo.verify(bytes)))
         .collect();
     let dir_refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
-    let proofs = checkpoints::proofs(&args.checkpoints, &dir_refs, None)?;
+    let proofs = checkpoints::proofs(&args.checkpoints, &dir_refs, &[])?;
     let outcomes = checkpoints::screen(&args.checkpoints, &policy, at, &proofs, checked)?;
 
     // derivation -> output name -> output.

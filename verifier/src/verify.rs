@@ -33,6 +33,7 @@ use provenix_verifier::{
 };
 
 use crate::sources::{self, Fetched, Narinfo, cache::Cache, grpc};
+use provenix_verifier::ProofSource;
 
 /// Arguments of `provenix verify`.
 #[derive(Args)]
@@ -224,6 +225,7 @@ pub(crate) fn run(args: VerifyArgs) -> Result<ExitCode> {
             found.add(f, None, false);
         }
     }
+    let mut caches = Vec::new();
     for url in &args.cache {
         let cache = Cache::open(url, timeout)?;
         progress.phase(&format!("fetching from {url}"), store_paths.len());
@@ -235,6 +237,7 @@ pub(crate) fn run(args: VerifyArgs) -> Result<ExitCode> {
         for (p, f) in store_paths.iter().zip(fetched) {
             found.add(f?, Some(Subject::StorePath((*p).to_owned())), false);
         }
+        caches.push(cache);
     }
     let found = found.into_vec();
 
@@ -274,7 +277,11 @@ pub(crate) fn run(args: VerifyArgs) -> Result<ExitCode> {
     let checked: Vec<Checked> = {
         let live = crate::checkpoints::LiveProofs::new(&args.worker, tls.as_ref(), timeout);
         let dirs: Vec<&Path> = args.bundles.iter().map(PathBuf::as_path).collect();
-        let proofs = crate::checkpoints::proofs(&args.checkpoints, &dirs, Some(&live))?;
+        // Proofs the worker serves, then those a cache holds beside its
+        // bundles (as `provenix-worker export --cache` writes them).
+        let mut asked: Vec<&dyn ProofSource> = vec![&live];
+        asked.extend(caches.iter().map(|c| c as &dyn ProofSource));
+        let proofs = crate::checkpoints::proofs(&args.checkpoints, &dirs, &asked)?;
         let (founds, outcomes): (Vec<Found>, Vec<_>) =
             checked.into_iter().map(|c| (c.found, c.outcome)).unzip();
         let was_ok: Vec<bool> = outcomes.iter().map(Result::is_ok).collect();
@@ -346,6 +353,18 @@ pub(crate) fn run(args: VerifyArgs) -> Result<ExitCode> {
                     None => continue,
                 },
             };
+            // One statement reached through two bundles (a worker's log
+            // serves it under a later checkpoint than an export did) is one
+            // claim: keep the first.
+            if let Ok(v) = &outcome
+                && bundles
+                    .iter()
+                    .any(|(_, o): &(String, Result<VerifiedBundle, Refusal>)| {
+                        o.as_ref().is_ok_and(|w| w.statement() == v.statement())
+                    })
+            {
+                continue;
+            }
             bundles.push((f.source.clone(), outcome));
         }
         decisions.push(policy.decide(subject, *actual, bundles));

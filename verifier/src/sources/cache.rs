@@ -118,6 +118,28 @@ impl Cache {
     }
 }
 
+/// A cache holds the consistency proofs `provenix-worker export --cache`
+/// writes: `<first 16 hex digits of the worker key>-<size1>-<size2>.consistency`.
+/// A missing or malformed one is no proof (the checkpoint then counts as
+/// unproven); nothing in it is trusted, the witness verifies it.
+impl provenix_verifier::ProofSource for Cache {
+    fn consistency(
+        &self,
+        origin: &str,
+        size1: u64,
+        size2: u64,
+    ) -> Option<Vec<provenix_verifier::Hash>> {
+        let key = origin.strip_prefix("provenix.dev/log/")?.get(..16)?;
+        let name = format!("{key}-{size1}-{size2}.consistency");
+        let text = self
+            .get(&name, provenix_verifier::ConsistencyProof::MAX_LEN)
+            .ok()?;
+        let proof = provenix_verifier::ConsistencyProof::parse(&text).ok()?;
+        (proof.origin == origin && proof.size1 == size1 && proof.size2 == size2)
+            .then_some(proof.hashes)
+    }
+}
+
 /// An HTTP client: one timeout over a whole request, rustls with ring,
 /// the system's roots. Responses with 4xx/5xx status are errors.
 fn agent(timeout: Duration) -> Result<ureq::Agent> {
