@@ -641,8 +641,8 @@ impl VerifiedEvidence {
     pub fn reference_commit(&self) -> Option<&str> {
         match self {
             VerifiedEvidence::Snp(r) => r.reference().map(|r| r.commit.as_str()),
-            VerifiedEvidence::Tpm(t) => t.reference_commit(),
-            VerifiedEvidence::Azure(a) => a.reference_commit(),
+            VerifiedEvidence::Tpm(t) => t.boot().reference_commit(),
+            VerifiedEvidence::Azure(a) => a.boot().reference_commit(),
         }
     }
 
@@ -653,8 +653,8 @@ impl VerifiedEvidence {
     pub fn measurement(&self) -> Vec<u8> {
         match self {
             VerifiedEvidence::Snp(r) => r.report().measurement().to_vec(),
-            VerifiedEvidence::Tpm(t) => t.measurement().to_vec(),
-            VerifiedEvidence::Azure(a) => a.measurement().to_vec(),
+            VerifiedEvidence::Tpm(t) => t.boot().measurement().to_vec(),
+            VerifiedEvidence::Azure(a) => a.boot().measurement().to_vec(),
         }
     }
 
@@ -665,8 +665,10 @@ impl VerifiedEvidence {
     pub fn binds(&self, binding: &[u8; 64]) -> bool {
         match self {
             VerifiedEvidence::Snp(r) => r.report().report_data() == binding,
-            VerifiedEvidence::Tpm(t) => t.qualifying_data() == tpm_qualifying_data(binding),
-            VerifiedEvidence::Azure(a) => a.qualifying_data() == tpm_qualifying_data(binding),
+            VerifiedEvidence::Tpm(t) => t.boot().qualifying_data() == tpm_qualifying_data(binding),
+            VerifiedEvidence::Azure(a) => {
+                a.boot().qualifying_data() == tpm_qualifying_data(binding)
+            }
         }
     }
 
@@ -679,7 +681,7 @@ impl VerifiedEvidence {
                     && a.authenticated().vek_fingerprint() == b.authenticated().vek_fingerprint()
                     && a.report().report_id() == b.report().report_id()
             }
-            (VerifiedEvidence::Tpm(a), VerifiedEvidence::Tpm(b)) => a.same_boot(b),
+            (VerifiedEvidence::Tpm(a), VerifiedEvidence::Tpm(b)) => a.boot().same_boot(b.boot()),
             (VerifiedEvidence::Azure(a), VerifiedEvidence::Azure(b)) => a.same_launch(b),
             _ => false,
         }

@@ -567,7 +567,10 @@ fn unit(v: &VerifiedBundle, distinct: Distinct) -> String {
                     Some(ek) => format!("TPM EK {}", hex::encode(ek)),
                     None => format!(
                         "TPM AK {}",
-                        hex::encode(ring::digest::digest(&ring::digest::SHA256, t.ak_public()))
+                        hex::encode(ring::digest::digest(
+                            &ring::digest::SHA256,
+                            t.boot().ak_public()
+                        ))
                     ),
                 },
             };

@@ -300,7 +300,10 @@ fn entry(policy: &Policy, bundle: String, v: &VerifiedBundle) -> Entry {
         }
         VerifiedEvidence::Tpm(t) => format!(
             "TPM AK {}",
-            hex::encode(ring::digest::digest(&ring::digest::SHA256, t.ak_public()))
+            hex::encode(ring::digest::digest(
+                &ring::digest::SHA256,
+                t.boot().ak_public()
+            ))
         ),
     };
     Entry {

@@ -292,8 +292,8 @@ pub(crate) fn print_bundle_verdict(
                     "measurement": hex::encode(v.evidence().measurement()),
                     "reference": match v.evidence() {
                         VerifiedEvidence::Snp(r) => r.reference().map(|r| json!({"commit": r.commit, "vmm": r.shape.vmm, "vcpus": r.shape.vcpus})),
-                        VerifiedEvidence::Tpm(t) => t.reference_commit().map(|c| json!({"commit": c})),
-                        VerifiedEvidence::Azure(a) => a.reference_commit().map(|c| json!({"commit": c})),
+                        VerifiedEvidence::Tpm(t) => t.boot().reference_commit().map(|c| json!({"commit": c})),
+                        VerifiedEvidence::Azure(a) => a.boot().reference_commit().map(|c| json!({"commit": c})),
                     },
                     "reasons": [],
                 })
@@ -328,14 +328,14 @@ pub(crate) fn print_bundle_verdict(
                 VerifiedEvidence::Tpm(t) => println!(
                     "  bound to a TPM quote by an AK certified by {}, PCRs digest {}",
                     t.ak_issuer(),
-                    hex::encode(t.measurement())
+                    hex::encode(t.boot().measurement())
                 ),
                 VerifiedEvidence::Azure(a) => println!(
                     "  bound to an Azure CVM vTPM quote, its AK vouched for by a {} report signed by a {} (paravisor measurement {}), PCRs digest {}",
                     a.snp().authenticated().product(),
                     a.snp().authenticated().signer(),
                     hex::encode(a.snp().report().measurement()),
-                    hex::encode(a.measurement())
+                    hex::encode(a.boot().measurement())
                 ),
             }
         }

@@ -340,7 +340,7 @@ fn gcp_ak_from_nv_template_attests_under_the_cloud_ca_only() {
             "{}",
             tpm_evidence.ak_issuer()
         );
-        assert_eq!(tpm_evidence.ak_public(), ak.public());
+        assert_eq!(tpm_evidence.boot().ak_public(), ak.public());
 
         // Another CA named: the NV certificate does not chain to it.
         let other = ca(&dir, "another-cloud-ca");
@@ -629,9 +629,17 @@ fn azure_hcl_report_vouches_for_the_quoting_ak_and_each_broken_link_is_refused()
     drop(platform);
     let v = verify(&bundle, &policy).unwrap();
     let azure = v.evidence().azure().expect("Azure evidence");
-    assert_eq!(azure.ak_public(), ak_public.as_slice());
+    assert_eq!(azure.boot().ak_public(), ak_public.as_slice());
     assert_eq!(azure.snp().report().chip_id(), &[0x5A; 64]);
-    assert_eq!(azure.pcrs().iter().filter(|p| p.bank == 0x000B).count(), 10);
+    assert_eq!(
+        azure
+            .boot()
+            .pcrs()
+            .iter()
+            .filter(|p| p.bank == 0x000B)
+            .count(),
+        10
+    );
 
     // AMD's roots only (the default policy): the simulated chip is refused.
     let err = verify(&bundle, &Policy::default()).unwrap_err();

@@ -226,7 +226,14 @@ fn direct_mode_quotes_verify_and_each_broken_piece_is_refused() {
         tpm.ak_issuer()
     );
     assert!(tpm.ek_fingerprint().is_some());
-    assert_eq!(tpm.pcrs().iter().filter(|p| p.bank == 0x000B).count(), 10);
+    assert_eq!(
+        tpm.boot()
+            .pcrs()
+            .iter()
+            .filter(|p| p.bank == 0x000B)
+            .count(),
+        10
+    );
 
     // No AK CA named: a policy finding, not an error.
     let err = verify(&bundle, &Policy::default()).unwrap_err();

@@ -17,13 +17,11 @@ use crate::bundle::{PcrValue, Refusal, TpmEvidence};
 use crate::error::{Error, Finding, Rejection};
 use crate::policy::Policy;
 
-/// TPM evidence that is authentic and meets the policy. Only [`appraise`]
-/// makes one.
+/// What a verified quote says about the boot it was made in: shared by TPM
+/// and Azure evidence.
 #[derive(Clone, Debug)]
-pub struct VerifiedTpm {
+pub struct QuotedBoot {
     ak_public: Vec<u8>,
-    ak_issuer: String,
-    ek_fingerprint: Option<[u8; 32]>,
     qualifying_data: Vec<u8>,
     reset_count: u32,
     restart_count: u32,
@@ -31,23 +29,32 @@ pub struct VerifiedTpm {
     reference_commit: Option<String>,
 }
 
-impl VerifiedTpm {
-    /// The quote's qualifying data (extraData).
+impl QuotedBoot {
+    /// The boot a verified `quote` by the AK `ak_public` vouches for, with
+    /// the PCR values it covers and the reference commit they matched.
+    pub(super) fn new(
+        ak_public: &[u8],
+        quote: &VerifiedQuote,
+        pcrs: &[PcrValue],
+        reference_commit: Option<String>,
+    ) -> QuotedBoot {
+        let clock = quote.clock_info();
+        QuotedBoot {
+            ak_public: ak_public.to_vec(),
+            qualifying_data: quote.extra_data().to_vec(),
+            reset_count: clock.reset_count,
+            restart_count: clock.restart_count,
+            pcrs: pcrs.to_vec(),
+            reference_commit,
+        }
+    }
+    /// The quote's qualifying data (extraData): the binding.
     pub fn qualifying_data(&self) -> &[u8] {
         &self.qualifying_data
     }
     /// The attestation key's TPMT_PUBLIC.
     pub fn ak_public(&self) -> &[u8] {
         &self.ak_public
-    }
-    /// The subject of the CA that certified the AK.
-    pub fn ak_issuer(&self) -> &str {
-        &self.ak_issuer
-    }
-    /// SHA-256 of the EK certificate of the TPM the AK was enrolled from,
-    /// when its certificate names one: the TPM's identity.
-    pub fn ek_fingerprint(&self) -> Option<[u8; 32]> {
-        self.ek_fingerprint
     }
     /// The quoted PCR values, which the event log replays to.
     pub fn pcrs(&self) -> &[PcrValue] {
@@ -71,11 +78,36 @@ impl VerifiedTpm {
     }
     /// Same AK, same boot (TPM reset and restart counts) and same PCRs:
     /// what an identity and a checkpoint of one worker must share.
-    pub(crate) fn same_boot(&self, other: &VerifiedTpm) -> bool {
+    pub(crate) fn same_boot(&self, other: &QuotedBoot) -> bool {
         self.ak_public == other.ak_public
             && self.reset_count == other.reset_count
             && self.restart_count == other.restart_count
             && self.pcrs == other.pcrs
+    }
+}
+
+/// TPM evidence that is authentic and meets the policy. Only [`appraise`]
+/// makes one.
+#[derive(Clone, Debug)]
+pub struct VerifiedTpm {
+    boot: QuotedBoot,
+    ak_issuer: String,
+    ek_fingerprint: Option<[u8; 32]>,
+}
+
+impl VerifiedTpm {
+    /// The boot the quote vouches for.
+    pub fn boot(&self) -> &QuotedBoot {
+        &self.boot
+    }
+    /// The subject of the CA that certified the AK.
+    pub fn ak_issuer(&self) -> &str {
+        &self.ak_issuer
+    }
+    /// SHA-256 of the EK certificate of the TPM the AK was enrolled from,
+    /// when its certificate names one: the TPM's identity.
+    pub fn ek_fingerprint(&self) -> Option<[u8; 32]> {
+        self.ek_fingerprint
     }
 }
 
@@ -112,16 +144,15 @@ pub fn appraise(policy: &Policy, evidence: &TpmEvidence, at: i64) -> Result<Veri
     if !findings.is_empty() {
         return Err(rejected(findings));
     }
-    let clock = quote.clock_info();
     Ok(VerifiedTpm {
-        ak_public: evidence.ak_public.clone(),
+        boot: QuotedBoot::new(
+            &evidence.ak_public,
+            &quote,
+            &evidence.pcrs,
+            reference_commit,
+        ),
         ak_issuer: issuer_of(leaf),
         ek_fingerprint: certified.ek_fingerprint(),
-        qualifying_data: quote.extra_data().to_vec(),
-        reset_count: clock.reset_count,
-        restart_count: clock.restart_count,
-        pcrs: evidence.pcrs.clone(),
-        reference_commit,
     })
 }
 

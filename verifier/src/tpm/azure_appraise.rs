@@ -13,10 +13,10 @@
 use provenix_firmware::tpm::Public;
 use provenix_firmware::tpm::hcl::HclReport;
 
-use super::appraise::{boot_findings, verify_boot_quote};
+use super::appraise::{QuotedBoot, boot_findings, verify_boot_quote};
 use super::azure::verify_hcl_report;
 use crate::authenticate::Verifier;
-use crate::bundle::{AzureEvidence, PcrValue, Refusal};
+use crate::bundle::{AzureEvidence, Refusal};
 use crate::error::{Error, Rejection};
 use crate::policy::{Policy, SnpPolicy, VerifiedReport};
 
@@ -25,12 +25,7 @@ use crate::policy::{Policy, SnpPolicy, VerifiedReport};
 #[derive(Clone, Debug)]
 pub struct VerifiedAzure {
     snp: VerifiedReport,
-    ak_public: Vec<u8>,
-    qualifying_data: Vec<u8>,
-    reset_count: u32,
-    restart_count: u32,
-    pcrs: Vec<PcrValue>,
-    reference_commit: Option<String>,
+    boot: QuotedBoot,
 }
 
 impl VerifiedAzure {
@@ -38,32 +33,10 @@ impl VerifiedAzure {
     pub fn snp(&self) -> &VerifiedReport {
         &self.snp
     }
-    /// The vTPM attestation key's TPMT_PUBLIC.
-    pub fn ak_public(&self) -> &[u8] {
-        &self.ak_public
-    }
-    /// The quote's qualifying data (extraData): the binding.
-    pub fn qualifying_data(&self) -> &[u8] {
-        &self.qualifying_data
-    }
-    /// The quoted PCR values, which the event log replays to.
-    pub fn pcrs(&self) -> &[PcrValue] {
-        &self.pcrs
-    }
-    /// The commit whose TPM reference values the boot matched.
-    pub fn reference_commit(&self) -> Option<&str> {
-        self.reference_commit.as_deref()
-    }
-    /// SHA-256 over the quoted PCR values in selection order: the guest's
-    /// boot. (The SNP MEASUREMENT is the paravisor's, Azure's firmware.)
-    pub fn measurement(&self) -> [u8; 32] {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        for p in &self.pcrs {
-            ctx.update(&p.value);
-        }
-        let mut out = [0u8; 32];
-        out.copy_from_slice(ctx.finish().as_ref());
-        out
+    /// The guest's boot, as the vTPM's quote vouches for it. (Its
+    /// measurement is the guest's; the SNP MEASUREMENT is the paravisor's.)
+    pub fn boot(&self) -> &QuotedBoot {
+        &self.boot
     }
     /// Same launch of the same VM on the same chip (SNP measurement, VCEK,
     /// REPORT_ID, which is per launch), same vTPM AK, same TPM boot (reset
@@ -74,10 +47,7 @@ impl VerifiedAzure {
         a.report().measurement() == b.report().measurement()
             && a.vek_fingerprint() == b.vek_fingerprint()
             && a.report().report_id() == b.report().report_id()
-            && self.ak_public == other.ak_public
-            && self.reset_count == other.reset_count
-            && self.restart_count == other.restart_count
-            && self.pcrs == other.pcrs
+            && self.boot.same_boot(&other.boot)
     }
 }
 
@@ -141,14 +111,13 @@ pub fn appraise(
             });
         }
     };
-    let clock = quote.clock_info();
     Ok(VerifiedAzure {
         snp,
-        ak_public: evidence.ak_public.clone(),
-        qualifying_data: quote.extra_data().to_vec(),
-        reset_count: clock.reset_count,
-        restart_count: clock.restart_count,
-        pcrs: evidence.pcrs.clone(),
-        reference_commit,
+        boot: QuotedBoot::new(
+            &evidence.ak_public,
+            &quote,
+            &evidence.pcrs,
+            reference_commit,
+        ),
     })
 }

@@ -11,7 +11,7 @@ pub mod azure_appraise;
 pub mod quote;
 pub mod replay;
 
-pub use appraise::VerifiedTpm;
+pub use appraise::{QuotedBoot, VerifiedTpm};
 pub use azure::{HclRuntimeData, VerifiedHclReport, bound_runtime_data, verify_hcl_report};
 pub use azure_appraise::VerifiedAzure;
 pub use quote::{AttestationKey, PcrValues, VerifiedQuote, name_of, verify_quote};
