@@ -8,26 +8,16 @@
 
 mod logged;
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
+use std::path::Path;
+
+use common::provenix;
 use logged::{TempDir, Worker, now, policy_file, sha256};
 use serde_json::Value;
 
 const DRV: &str = "/nix/store/00000000000000000000000000000000-hello.drv";
 const OUT: &str = "/nix/store/00000000000000000000000000000000-hello";
-
-fn provenix(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_provenix"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
     let path = dir.join(name);

@@ -6,10 +6,12 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-use provenix_firmware::sim::{ChainParams, ReportParams, SimPlatform, VekKind, ark_fingerprint};
+use std::path::{Path, PathBuf};
+
+use common::{provenix, sim_chip, unix_now};
+use provenix_firmware::sim::{ReportParams, SimPlatform, ark_fingerprint};
 use provenix_firmware::snp::Product;
 use provenix_verifier::{Bundle, SnpEvidence, Statement, Subject, statement_report_data};
 use ring::rand::SystemRandom;
@@ -18,44 +20,11 @@ use serde_json::Value;
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .try_into()
-        .unwrap()
-}
-
-fn provenix(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_provenix"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("provenix-vcli-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn chip(id: u8) -> SimPlatform {
-    SimPlatform::new(&ChainParams {
-        product: Product::Milan,
-        kind: VekKind::Vcek,
-        tcb: ReportParams::default().tcb,
-        hw_id: [id; 64],
-        not_before: now() - 86_400,
-        not_after: now() + 86_400,
-    })
-    .unwrap()
 }
 
 /// A direct-mode bundle: `platform` attests a statement that `subject`
@@ -77,7 +46,7 @@ fn bundle(platform: &SimPlatform, subject: Subject, content: &[u8]) -> (Vec<u8>,
         worker_key: public,
         source_commit: COMMIT.into(),
         log_index: None,
-        time: now(),
+        time: unix_now(),
         nix_signature: None,
     };
     let p = platform.chain().params();
@@ -134,10 +103,10 @@ fn setup(name: &str) -> Setup {
     let bundles = dir.join("bundles");
     std::fs::create_dir_all(&bundles).unwrap();
     let subject = || Subject::File("app.bin".into());
-    let (a, _) = bundle(&chip(1), subject(), b"honest output\n");
-    let (b, _) = bundle(&chip(2), subject(), b"honest output\n");
-    let (c, tampered_key) = bundle(&chip(3), subject(), b"tampered output\n");
-    let (other, _) = bundle(&chip(1), Subject::File("other.bin".into()), b"x");
+    let (a, _) = bundle(&sim_chip(1), subject(), b"honest output\n");
+    let (b, _) = bundle(&sim_chip(2), subject(), b"honest output\n");
+    let (c, tampered_key) = bundle(&sim_chip(3), subject(), b"tampered output\n");
+    let (other, _) = bundle(&sim_chip(1), Subject::File("other.bin".into()), b"x");
     for (n, bytes) in [("a", a), ("b", b), ("c", c), ("other", other)] {
         std::fs::write(bundles.join(format!("{n}.provenix")), bytes).unwrap();
     }
@@ -268,8 +237,12 @@ fn store_paths_are_compared_by_nar_and_errors_exit_2() {
     let mut nar_bytes = Vec::new();
     provenix_verifier::nar::dump(&out_path, &mut nar_bytes).unwrap();
     assert_eq!(nar_bytes.len(), usize::try_from(nar.size).unwrap());
-    let (good, _) = bundle(&chip(1), Subject::StorePath(name.clone()), &nar_bytes);
-    let (bad, _) = bundle(&chip(2), Subject::StorePath(name.clone()), b"not the NAR");
+    let (good, _) = bundle(&sim_chip(1), Subject::StorePath(name.clone()), &nar_bytes);
+    let (bad, _) = bundle(
+        &sim_chip(2),
+        Subject::StorePath(name.clone()),
+        b"not the NAR",
+    );
     let dir = s.dir.join("store-bundles");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("good.provenix"), good).unwrap();

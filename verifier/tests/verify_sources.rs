@@ -11,13 +11,16 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use provenix_firmware::sim::{ChainParams, ReportParams, SimPlatform, VekKind, ark_fingerprint};
+use common::{provenix, sim_chip, unix_now};
+use provenix_firmware::sim::{ReportParams, SimPlatform, ark_fingerprint};
 use provenix_firmware::snp::Product;
 use provenix_verifier::nixsig;
 use provenix_verifier::{Bundle, SnpEvidence, Statement, Subject, statement_report_data};
@@ -25,15 +28,6 @@ use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .try_into()
-        .unwrap()
-}
 
 /// Whether `nix-store` works; absent, SKIP, and with CI=true a failure.
 fn nix_available(test: &str) -> bool {
@@ -51,18 +45,6 @@ fn nix_available(test: &str) -> bool {
     );
     eprintln!("SKIP: {test}: {why}");
     false
-}
-
-fn provenix(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_provenix"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// A fresh directory, removed when dropped.
@@ -107,18 +89,6 @@ fn store_path(dir: &Scratch, name: &str, content: &str) -> (String, [u8; 32], u6
     (path, nar.sha256, nar.size)
 }
 
-fn chip(id: u8) -> SimPlatform {
-    SimPlatform::new(&ChainParams {
-        product: Product::Milan,
-        kind: VekKind::Vcek,
-        tcb: ReportParams::default().tcb,
-        hw_id: [id; 64],
-        not_before: now() - 86_400,
-        not_after: now() + 86_400,
-    })
-    .unwrap()
-}
-
 /// A direct-mode bundle: chip `platform` attests that `path` has this NAR
 /// digest.
 fn bundle(platform: &SimPlatform, path: &str, sha256: [u8; 32], size: u64) -> Vec<u8> {
@@ -133,7 +103,7 @@ fn bundle(platform: &SimPlatform, path: &str, sha256: [u8; 32], size: u64) -> Ve
         worker_key: key.public_key().as_ref().try_into().unwrap(),
         source_commit: COMMIT.into(),
         log_index: None,
-        time: now(),
+        time: unix_now(),
         nix_signature: None,
     };
     let p = platform.chain().params();
@@ -257,8 +227,8 @@ fn a_directory_and_two_caches_combine_and_one_bundle_counts_once() {
     }
     let dir = Scratch::new("combine");
     let (path, sha, size) = store_path(&dir, "provenix-source-test", "combined sources\n");
-    let a = bundle(&chip(1), &path, sha, size);
-    let b = bundle(&chip(2), &path, sha, size);
+    let a = bundle(&sim_chip(1), &path, sha, size);
+    let b = bundle(&sim_chip(2), &path, sha, size);
     // Chip 1's bundle in a directory and in the http cache; chip 2's in
     // the file cache.
     let bundles = dir.join("bundles/x");
@@ -342,7 +312,7 @@ fn a_narinfo_that_disagrees_with_the_statement_is_rejected_and_named() {
         &path,
         sha,
         size,
-        &bundle(&chip(1), &path, sha, size),
+        &bundle(&sim_chip(1), &path, sha, size),
     );
     // The narinfo states another NAR than the statement beside it.
     let base = path.strip_prefix("/nix/store/").unwrap();
@@ -378,7 +348,7 @@ fn a_narinfo_that_disagrees_with_the_statement_is_rejected_and_named() {
 
     // A cache that serves, for this path, a bundle about another path: a
     // replay, named.
-    let replay = bundle(&chip(1), &other, other_sha, other_size);
+    let replay = bundle(&sim_chip(1), &other, other_sha, other_size);
     cache_put(&cache, &path, sha, size, &replay);
     let (code, out, err) = provenix(&[
         "verify",
@@ -431,7 +401,7 @@ fn missing_malformed_and_silent_caches_are_errors_naming_the_url() {
         "{err}"
     );
     // A narinfo without its bundle: 404 naming the bundle.
-    let good = bundle(&chip(1), &path, sha, size);
+    let good = bundle(&sim_chip(1), &path, sha, size);
     cache_put(&root, &path, sha, size, &good);
     std::fs::remove_file(root.join(format!("{base}.provenix"))).unwrap();
     let (code, _, err) = verify(&http, &[]);

@@ -17,8 +17,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
+mod common;
 #[path = "../../tests/support/swtpm.rs"]
 mod swtpm;
+
+use common::{TestCa, pem_certificates, shared, unix_now};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,34 +49,9 @@ const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 /// The boot replayed into the swtpm: a real GCE boot's event log.
 const EVENT_LOG: &str = "vectors/tpm/gce-ubuntu2404-amd-sevsnp/eventlog.bin";
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .try_into()
-        .unwrap()
-}
-
-fn shared() -> Option<PathBuf> {
-    let dir = std::env::var_os("PROVENIX_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    if dir.join("vectors/tpm").is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true but the shared vectors are missing at {} (set PROVENIX_SHARED)",
-        dir.display()
-    );
-    eprintln!("SKIP: shared vectors not found at {}", dir.display());
-    None
-}
-
 /// A swtpm whose PCRs hold what the GCE boot's event log replays to.
 fn booted_swtpm(test: &str) -> Option<(Swtpm, PathBuf, PathBuf)> {
-    let shared = shared()?;
+    let shared = shared(test, "vectors/tpm")?;
     if !swtpm::tool_available(test, "tpm2_nvdefine", &["--version"]) {
         return None;
     }
@@ -135,34 +113,6 @@ fn nv_write(sw: &Swtpm, index: u32, data: &[u8], attributes: &str) {
         .collect::<Vec<_>>());
 }
 
-/// A test CA: its certificate (DER), key and a PEM file of the certificate.
-struct Ca {
-    der: Vec<u8>,
-    key: rcgen::KeyPair,
-    pem_path: PathBuf,
-}
-
-fn ca(dir: &Path, name: &str) -> Ca {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let cert = params.self_signed(&key).unwrap();
-    let pem_path = dir.join(format!("{name}.pem"));
-    std::fs::write(&pem_path, cert.pem()).unwrap();
-    Ca {
-        der: cert.der().to_vec(),
-        key,
-        pem_path,
-    }
-}
-
 /// DER: a tag, a definite length, the contents.
 fn der(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
@@ -219,7 +169,7 @@ fn spki(public: &[u8]) -> Vec<u8> {
 
 /// An AK certificate for the key `spki_der`, issued by `ca` the way a
 /// cloud's AK CA issues one (tcg-kp-AIKCertificate).
-fn ak_certificate(spki_der: &[u8], ca: &Ca) -> Vec<u8> {
+fn ak_certificate(spki_der: &[u8], ca: &TestCa) -> Vec<u8> {
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params
         .distinguished_name
@@ -230,7 +180,8 @@ fn ak_certificate(spki_der: &[u8], ca: &Ca) -> Vec<u8> {
         OID_TCG_KP_AIK_CERTIFICATE.to_vec(),
     )];
     let subject = rcgen::SubjectPublicKeyInfo::from_der(spki_der).unwrap();
-    let issuer = rcgen::Issuer::from_ca_cert_der(&ca.der.clone().into(), &ca.key).unwrap();
+    let key = ca.key();
+    let issuer = rcgen::Issuer::from_ca_cert_der(&ca.der.clone().into(), &key).unwrap();
     params.signed_by(&subject, &issuer).unwrap().der().to_vec()
 }
 
@@ -240,7 +191,7 @@ fn policy_file(dir: &Path, text: &str) -> Policy {
     Policy::load(&file).unwrap()
 }
 
-fn gcp_policy(ca: &Ca, dir: &Path) -> Policy {
+fn gcp_policy(ca: &TestCa, dir: &Path) -> Policy {
     policy_file(
         dir,
         &format!(
@@ -252,7 +203,7 @@ fn gcp_policy(ca: &Ca, dir: &Path) -> Policy {
 
 fn verify(bytes: &[u8], policy: &Policy) -> Result<VerifiedBundle, Refusal> {
     let verifier = Verifier::new(policy.anchors().unwrap());
-    verify_bundle(bytes, &verifier, policy, now())
+    verify_bundle(bytes, &verifier, policy, unix_now())
 }
 
 fn attest_one(platform: &Platform, dir: &Path, policy: &Policy) -> Vec<u8> {
@@ -265,7 +216,7 @@ fn attest_one(platform: &Platform, dir: &Path, policy: &Policy) -> Vec<u8> {
             commit: COMMIT,
             vek: None,
             policy,
-            now: now(),
+            now: unix_now(),
         },
     )
     .unwrap();
@@ -314,7 +265,7 @@ fn gcp_ak_from_nv_template_attests_under_the_cloud_ca_only() {
         );
         let ak_spki = spki(ak.public());
         drop(tpm);
-        let cloud = ca(&dir, "test-cloud-ak-ca");
+        let cloud = TestCa::new(&dir, "test-cloud-ak-ca");
         nv_write(
             &sw,
             cert_nv,
@@ -329,7 +280,7 @@ fn gcp_ak_from_nv_template_attests_under_the_cloud_ca_only() {
             ak_chain: Some(cloud.pem_path.clone()),
             ..TpmOptions::default()
         };
-        let platform = Platform::open(Choice::Tpm, &options, now(), |_| {}).unwrap();
+        let platform = Platform::open(Choice::Tpm, &options, unix_now(), |_| {}).unwrap();
         let policy = gcp_policy(&cloud, &dir);
         let bundle = attest_one(&platform, &dir, &policy);
         drop(platform);
@@ -343,7 +294,7 @@ fn gcp_ak_from_nv_template_attests_under_the_cloud_ca_only() {
         assert_eq!(tpm_evidence.boot().ak_public(), ak.public());
 
         // Another CA named: the NV certificate does not chain to it.
-        let other = ca(&dir, "another-cloud-ca");
+        let other = TestCa::new(&dir, "another-cloud-ca");
         let err = verify(&bundle, &gcp_policy(&other, &dir)).unwrap_err();
         assert!(
             matches!(err, Refusal::Invalid(Error::AkChain { .. })),
@@ -358,7 +309,7 @@ fn gcp_ak_from_nv_template_attests_under_the_cloud_ca_only() {
             &cloud,
         );
         nv_write(&sw, cert_nv, &wrong, "ownerread|ownerwrite");
-        let platform = Platform::open(Choice::Tpm, &options, now(), |_| {}).unwrap();
+        let platform = Platform::open(Choice::Tpm, &options, unix_now(), |_| {}).unwrap();
         let artifact = dir.join("other.bin");
         std::fs::write(&artifact, b"x").unwrap();
         let err = attest(
@@ -368,7 +319,7 @@ fn gcp_ak_from_nv_template_attests_under_the_cloud_ca_only() {
                 commit: COMMIT,
                 vek: None,
                 policy: &policy,
-                now: now(),
+                now: unix_now(),
             },
         )
         .unwrap_err();
@@ -409,7 +360,7 @@ fn no_ak_cert_and_no_cloud_certificate_in_nv_is_refused_by_name() {
         event_log: Some(log),
         ..TpmOptions::default()
     };
-    let err = Platform::open(Choice::Tpm, &options, now(), |_| {})
+    let err = Platform::open(Choice::Tpm, &options, unix_now(), |_| {})
         .err()
         .expect("no AK certificate anywhere");
     assert!(
@@ -428,8 +379,8 @@ fn azure_chip() -> SimPlatform {
         kind: VekKind::Vcek,
         tcb: ReportParams::default().tcb,
         hw_id: [0x5A; 64],
-        not_before: now() - 86_400,
-        not_after: now() + 86_400,
+        not_before: unix_now() - 86_400,
+        not_after: unix_now() + 86_400,
     };
     SimPlatform::new(&params).unwrap()
 }
@@ -495,20 +446,6 @@ fn hcl_report(chip: &SimPlatform, runtime: &[u8], report_data: [u8; 64]) -> Vec<
 fn binding(runtime: &[u8]) -> [u8; 64] {
     let mut out = [0u8; 64];
     out[..32].copy_from_slice(ring::digest::digest(&ring::digest::SHA256, runtime).as_ref());
-    out
-}
-
-fn pem(ders: &[&[u8]]) -> String {
-    let mut out = String::new();
-    for der in ders {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        out.push_str("-----BEGIN CERTIFICATE-----\n");
-        for line in b64.as_bytes().chunks(64) {
-            out.push_str(std::str::from_utf8(line).unwrap());
-            out.push('\n');
-        }
-        out.push_str("-----END CERTIFICATE-----\n");
-    }
     out
 }
 
@@ -614,14 +551,18 @@ fn azure_hcl_report_vouches_for_the_quoting_ak_and_each_broken_link_is_refused()
     );
     let vcek = dir.join("vcek-chain.pem");
     let c = chip.chain();
-    std::fs::write(&vcek, pem(&[c.vek_der(), c.ask_der(), c.ark_der()])).unwrap();
+    std::fs::write(
+        &vcek,
+        pem_certificates(&[c.vek_der(), c.ask_der(), c.ark_der()]),
+    )
+    .unwrap();
     let options = TpmOptions {
         tpm_tcti: Some(sw.tcti()),
         event_log: Some(log),
         azure_vcek: Some(vcek),
         ..TpmOptions::default()
     };
-    let platform = Platform::open(Choice::Azure, &options, now(), |_| {}).unwrap();
+    let platform = Platform::open(Choice::Azure, &options, unix_now(), |_| {}).unwrap();
     // The simulator's root stands for AMD's; `[tpm]` as for any TPM.
     let policy = sim_policy();
     let bundle = attest_one(&platform, &dir, &policy);

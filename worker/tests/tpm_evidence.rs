@@ -12,7 +12,7 @@ mod common;
 #[path = "../../tests/support/swtpm.rs"]
 mod swtpm;
 
-use common::{shared, unix_now};
+use common::{TestCa, pem_certificates, shared, unix_now};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,46 +36,6 @@ use swtpm::Swtpm;
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
-/// An operator CA: its certificate (DER, PEM file) and key (PEM).
-struct OperatorCa {
-    der: Vec<u8>,
-    key_pem: String,
-    pem_path: PathBuf,
-}
-
-fn operator_ca(dir: &Path, name: &str) -> OperatorCa {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let cert = params.self_signed(&key).unwrap();
-    let pem_path = dir.join(format!("{name}.pem"));
-    std::fs::write(&pem_path, cert.pem()).unwrap();
-    OperatorCa {
-        der: cert.der().to_vec(),
-        key_pem: key.serialize_pem(),
-        pem_path,
-    }
-}
-
-fn pem(der: &[u8], label: &str) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
 /// A swtpm whose PCRs hold what a real boot's event log replays to, an
 /// ECC attestation key certified by an operator CA, and the worker's TPM
 /// platform on it.
@@ -84,7 +44,7 @@ struct Rig {
     platform: Platform,
     dir: PathBuf,
     log: PathBuf,
-    ca: OperatorCa,
+    ca: TestCa,
     _swtpm: Swtpm,
 }
 
@@ -93,7 +53,7 @@ fn rig(test: &str) -> Option<Rig> {
 }
 
 /// A rig whose AK is certified by `ca` (a new operator CA when `None`).
-fn rig_with_ca(test: &str, ca: Option<&OperatorCa>) -> Option<Rig> {
+fn rig_with_ca(test: &str, ca: Option<&TestCa>) -> Option<Rig> {
     let shared = shared(test, "vectors/tpm")?;
     let sw = Swtpm::start(test)?;
     let dir = sw.dir().to_path_buf();
@@ -123,12 +83,8 @@ fn rig_with_ca(test: &str, ca: Option<&OperatorCa>) -> Option<Rig> {
     let ak_public = Public::from_bytes(ak.public()).unwrap();
     drop(tpm);
     let ca = match ca {
-        Some(ca) => OperatorCa {
-            der: ca.der.clone(),
-            key_pem: ca.key_pem.clone(),
-            pem_path: ca.pem_path.clone(),
-        },
-        None => operator_ca(&dir, "operator-ak-ca"),
+        Some(ca) => ca.clone(),
+        None => TestCa::new(&dir, "operator-ak-ca"),
     };
     let ak_cert = issue_ak_certificate(
         &ak_public,
@@ -141,11 +97,7 @@ fn rig_with_ca(test: &str, ca: Option<&OperatorCa>) -> Option<Rig> {
     )
     .unwrap();
     let chain = dir.join("ak-chain.pem");
-    std::fs::write(
-        &chain,
-        pem(&ak_cert, "CERTIFICATE") + &pem(&ca.der, "CERTIFICATE"),
-    )
-    .unwrap();
+    std::fs::write(&chain, pem_certificates(&[&ak_cert, &ca.der])).unwrap();
     let options = TpmOptions {
         tpm_tcti: Some(sw.tcti()),
         ak_kind: AkChoice::Ecc,
@@ -243,7 +195,7 @@ fn direct_mode_quotes_verify_and_each_broken_piece_is_refused() {
         "{err}"
     );
     // Another CA: the AK certificate does not chain.
-    let other = operator_ca(&rig.dir, "other-ca");
+    let other = TestCa::new(&rig.dir, "other-ca");
     let err = verify(&bundle, &policy_trusting(&other.pem_path, &rig.dir, "")).unwrap_err();
     assert!(
         matches!(err, Refusal::Invalid(Error::AkChain { .. })),

@@ -134,3 +134,41 @@ pub fn vectors() -> Option<Vec<Vector>> {
             .collect(),
     )
 }
+
+/// Run this package's `provenix` binary: its exit code, stdout and stderr.
+pub fn provenix(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_provenix"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .try_into()
+        .unwrap()
+}
+
+/// A simulated Milan chip with CHIP_ID `[id; 64]` and a VCEK valid a day
+/// either side of now.
+pub fn sim_chip(id: u8) -> provenix_firmware::sim::SimPlatform {
+    use provenix_firmware::sim::{ChainParams, ReportParams, SimPlatform, VekKind};
+    SimPlatform::new(&ChainParams {
+        product: provenix_firmware::snp::Product::Milan,
+        kind: VekKind::Vcek,
+        tcb: ReportParams::default().tcb,
+        hw_id: [id; 64],
+        not_before: unix_now() - 86_400,
+        not_after: unix_now() + 86_400,
+    })
+    .unwrap()
+}

@@ -143,3 +143,59 @@ pub fn unix_now() -> i64 {
         .try_into()
         .expect("the time fits an i64")
 }
+
+/// A self-signed test CA (an operator's or a cloud's AK CA): its
+/// certificate (DER), its key (PEM), and the certificate written as
+/// `<name>.pem` in a directory, as a policy names it.
+#[derive(Clone)]
+pub struct TestCa {
+    pub der: Vec<u8>,
+    pub key_pem: String,
+    pub pem_path: PathBuf,
+}
+
+impl TestCa {
+    /// A new CA named `name` (its common name), its PEM file in `dir`.
+    pub fn new(dir: &Path, name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().expect("a CA key");
+        let mut params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let cert = params.self_signed(&key).expect("a self-signed CA");
+        let pem_path = dir.join(format!("{name}.pem"));
+        std::fs::write(&pem_path, cert.pem()).expect("writing the CA's PEM");
+        TestCa {
+            der: cert.der().to_vec(),
+            key_pem: key.serialize_pem(),
+            pem_path,
+        }
+    }
+
+    /// Its signing key.
+    pub fn key(&self) -> rcgen::KeyPair {
+        rcgen::KeyPair::from_pem(&self.key_pem).expect("the CA's own key")
+    }
+}
+
+/// Certificates (DER) as one PEM text, in order, as `--ak-cert` takes it.
+pub fn pem_certificates(ders: &[&[u8]]) -> String {
+    use base64::Engine as _;
+    let mut out = String::new();
+    for der in ders {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        out.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+    }
+    out
+}
