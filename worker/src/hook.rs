@@ -523,7 +523,18 @@ impl Client {
         let mut frame = Vec::with_capacity(body.len().saturating_add(4));
         frame.extend_from_slice(&len.to_be_bytes());
         frame.extend_from_slice(&body);
-        self.stream.write_all(&frame)?;
+        // The daemon may refuse a connection (a uid it does not serve)
+        // with an answer and close it before reading the request; writing
+        // then fails, but the answer says why, so read it all the same.
+        let written = self.stream.write_all(&frame);
+        match (self.read_response(), written) {
+            (Ok(response), _) => Ok(response),
+            (Err(_), Err(write)) => Err(write.into()),
+            (Err(read), Ok(())) => Err(read),
+        }
+    }
+
+    fn read_response(&mut self) -> Result<Response, HookError> {
         let mut len = [0u8; 4];
         self.stream.read_exact(&mut len)?;
         let len = usize::try_from(u32::from_be_bytes(len)).unwrap_or(usize::MAX);
