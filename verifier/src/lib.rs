@@ -16,10 +16,11 @@
 mod anchors;
 mod authenticate;
 mod bundle;
-mod cbor;
+pub mod cbor;
 mod checkpoint;
 mod crl;
 mod decide;
+mod der;
 mod error;
 mod merkle;
 #[cfg(unix)]
