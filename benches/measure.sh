@@ -51,7 +51,7 @@ fi
 if [[ $("$reference" --version) != "sev-snp-measure 0.0.13" ]]; then
     echo "measure.sh: note: $("$reference" --version), not 0.0.13" >&2
 fi
-(cd "$root" && cargo build --release --quiet -p provenix-verifier)
+(cd "$root" && cargo build --release --quiet -p provenix-cli)
 provenix=$root/target/release/provenix
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 

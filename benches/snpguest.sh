@@ -56,7 +56,7 @@ fi
 if [[ $("$snpguest" --version) != "snpguest 0.11.0" ]]; then
     echo "snpguest.sh: note: $("$snpguest" --version), not 0.11.0" >&2
 fi
-(cd "$root" && cargo build --release --quiet -p provenix-verifier)
+(cd "$root" && cargo build --release --quiet -p provenix-cli)
 provenix=$root/target/release/provenix
 
 # Backtraces cost time on error paths only, but keep both sides equal.

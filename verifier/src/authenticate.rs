@@ -66,6 +66,7 @@ pub struct AuthenticatedReport {
     signer: CertRole,
     root: [u8; 32],
     vek_fingerprint: [u8; 32],
+    vek_key_id: [u8; 32],
     csp_id: Option<String>,
 }
 
@@ -87,9 +88,16 @@ impl AuthenticatedReport {
     pub fn root_fingerprint(&self) -> &[u8; 32] {
         &self.root
     }
-    /// SHA-256 of the endorsement key certificate.
+    /// SHA-256 of the endorsement key certificate, for people: a
+    /// certificate's bytes outside its signed part can vary, so nothing is
+    /// counted or remembered by it (use [`Self::vek_key_id`]).
     pub fn vek_fingerprint(&self) -> &[u8; 32] {
         &self.vek_fingerprint
+    }
+    /// SHA-256 of the endorsement key's public key (the SEC 1 uncompressed
+    /// P-384 point, the only form accepted): what a VLEK is counted by.
+    pub fn vek_key_id(&self) -> &[u8; 32] {
+        &self.vek_key_id
     }
     /// A VLEK's cloud provider (its cspId extension).
     pub fn csp_id(&self) -> Option<&str> {
@@ -187,6 +195,7 @@ impl Verifier {
             signer: vek.role,
             root: endorsement.root,
             vek_fingerprint: vek.fingerprint(),
+            vek_key_id: vek.key_id(),
             csp_id: vek.amd.csp_id.clone(),
         })
     }

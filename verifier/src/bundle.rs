@@ -678,7 +678,7 @@ impl VerifiedEvidence {
         match (self, other) {
             (VerifiedEvidence::Snp(a), VerifiedEvidence::Snp(b)) => {
                 a.report().measurement() == b.report().measurement()
-                    && a.authenticated().vek_fingerprint() == b.authenticated().vek_fingerprint()
+                    && a.authenticated().vek_key_id() == b.authenticated().vek_key_id()
                     && a.report().report_id() == b.report().report_id()
             }
             (VerifiedEvidence::Tpm(a), VerifiedEvidence::Tpm(b)) => a.boot().same_boot(b.boot()),

@@ -543,11 +543,13 @@ fn digest_of(b: &Builder) -> Actual {
 /// What makes `v`'s builder distinct under `distinct`. CHIP_ID is
 /// authenticated for a VCEK (it must equal the VCEK's hwID; on Turin the
 /// hwID is CHIP_ID's first 8 bytes, so only those count). A VLEK report has
-/// no chip ID: a VLEK is one unit per cloud and key, since the cloud may
-/// load it on any number of chips. A TPM's unit is its endorsement key
-/// (the AK certificate names it), else its attestation key (fixedTPM: one
-/// TPM), and its platform the CA that certified the AK. An Azure CVM is
-/// its SNP report's chip, and its platform the cloud.
+/// no chip ID: a VLEK is one unit per cloud and public key, since the
+/// cloud may load it on any number of chips. A TPM's unit is its
+/// endorsement key (the AK certificate names it by its public key), else
+/// its attestation key's public key (fixedTPM: one TPM), and its platform
+/// the CA that certified the AK. An Azure CVM is its SNP report's chip, and
+/// its platform the cloud. Every unit is read from signed, canonical
+/// content (STYLE.md, "Identity"): never from bytes as received.
 fn unit(v: &VerifiedBundle, distinct: Distinct) -> String {
     if distinct == Distinct::Key {
         return format!("key {}", hex::encode(v.statement().worker_key));
@@ -563,15 +565,9 @@ fn unit(v: &VerifiedBundle, distinct: Distinct) -> String {
         VerifiedEvidence::Tpm(t) => {
             return match distinct {
                 Distinct::Platform => format!("TPM certified by {}", t.ak_issuer()),
-                _ => match t.ek_fingerprint() {
+                _ => match t.ek_key_id() {
                     Some(ek) => format!("TPM EK {}", hex::encode(ek)),
-                    None => format!(
-                        "TPM AK {}",
-                        hex::encode(ring::digest::digest(
-                            &ring::digest::SHA256,
-                            t.boot().ak_public()
-                        ))
-                    ),
+                    None => format!("TPM AK {}", hex::encode(t.boot().ak_key_id())),
                 },
             };
         }
@@ -582,7 +578,7 @@ fn unit(v: &VerifiedBundle, distinct: Distinct) -> String {
     match distinct {
         Distinct::Key => format!("key {}", hex::encode(v.statement().worker_key)),
         Distinct::Chip if vlek => {
-            format!("VLEK {cloud} {}", hex::encode(auth.vek_fingerprint()))
+            format!("VLEK {cloud} {}", hex::encode(auth.vek_key_id()))
         }
         Distinct::Chip => {
             let chip = snp.report().chip_id();

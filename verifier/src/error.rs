@@ -307,6 +307,18 @@ pub enum Error {
         /// What is wrong, and with which certificate.
         reason: String,
     },
+    /// The quote's qualifiedSigner is not the qualified name of the AK the
+    /// evidence carries (as a primary of the endorsement hierarchy): the
+    /// TPM signed with another TPMT_PUBLIC than the one given.
+    #[error(
+        "the quote's qualifiedSigner is {found}, the carried AK's qualified name is {expected}"
+    )]
+    QualifiedSigner {
+        /// The quote's qualifiedSigner, hex.
+        found: String,
+        /// The AK's qualified name, hex.
+        expected: String,
+    },
     /// The EK public is not an endorsement key this verifier can encrypt
     /// to, or not the key its certificate names.
     #[error("EK: {0}")]

@@ -218,7 +218,8 @@ pub struct Threshold {
     /// at least 1).
     #[serde(default = "one")]
     pub m: u32,
-    /// What makes two builders distinct (default `"key"`).
+    /// What makes two builders distinct (default `"chip"`: two runs on one
+    /// machine are one builder).
     #[serde(default)]
     pub distinct: Distinct,
     /// Which builders count: `"any"` (default: any attested worker of an
@@ -231,7 +232,7 @@ impl Default for Threshold {
     fn default() -> Self {
         Threshold {
             m: 1,
-            distinct: Distinct::Key,
+            distinct: Distinct::Chip,
             builders: Builders::Any,
         }
     }
@@ -245,12 +246,16 @@ fn one() -> u32 {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Distinct {
-    /// Distinct worker keys (a key lives in one VM's memory).
-    #[default]
+    /// Distinct worker keys: weaker than it looks, and never the default.
+    /// A key lives in one VM's memory, but one machine can boot any number
+    /// of VMs, so M keys can be one chip run M times.
     Key,
-    /// Distinct chips: CHIP_ID for a VCEK (authenticated: it must equal the
-    /// VCEK's hwID); for a VLEK, which has no chip ID, the cloud (cspId) and
-    /// the VLEK itself, so one VLEK, however many chips share it, is one.
+    /// Distinct chips (the default): CHIP_ID for a VCEK (authenticated: it
+    /// must equal the VCEK's hwID); for a VLEK, which has no chip ID, the
+    /// cloud (cspId) and the VLEK's public key, so one VLEK, however many
+    /// chips share it, is one; for a TPM its EK's public key (named by the
+    /// AK certificate), else the AK's public key.
+    #[default]
     Chip,
     /// Distinct platforms: product and signer kind for a VCEK (all Milan
     /// chips with VCEKs are one), the cloud (cspId) for a VLEK.

@@ -115,6 +115,7 @@ impl Cert {
                 der.len()
             )));
         }
+        crate::der::check_canonical(der).map_err(|e| bad(format!("not canonical DER: {e}")))?;
         let (rest, x509) = X509Certificate::from_der(der)
             .map_err(|e| bad(format!("not a DER X.509 certificate: {e}")))?;
         if !rest.is_empty() {
@@ -161,6 +162,15 @@ impl Cert {
     /// SHA-256 of the DER: the fingerprint trust anchors are pinned by.
     pub(crate) fn fingerprint(&self) -> [u8; 32] {
         sha256(&self.der)
+    }
+
+    /// SHA-256 of the subject public key: the RSAPublicKey DER (canonical:
+    /// ring refuses any other encoding when it verifies with it) or the
+    /// uncompressed P-384 point (the only form [`public_key`] accepts).
+    pub(crate) fn key_id(&self) -> [u8; 32] {
+        match &self.key {
+            PublicKey::Rsa(der) | PublicKey::EcP384(der) => sha256(der),
+        }
     }
 
     /// Check this certificate's signature with `issuer`'s key, and that the

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../../tests/support/evidence.rs"]
 mod common;
 
 use common::{Vector, today, vectors};

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::indexing_slicing)]
 
+#[path = "../../tests/support/evidence.rs"]
 mod common;
 #[path = "tpm_quote/swtpm.rs"]
 mod swtpm;

@@ -177,7 +177,7 @@ fn direct_mode_quotes_verify_and_each_broken_piece_is_refused() {
         "{}",
         tpm.ak_issuer()
     );
-    assert!(tpm.ek_fingerprint().is_some());
+    assert!(tpm.ek_key_id().is_some());
     assert_eq!(
         tpm.boot()
             .pcrs()

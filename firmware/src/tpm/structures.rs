@@ -923,6 +923,20 @@ impl EccCurve {
         })
     }
 
+    /// Its TPM_ECC_CURVE value.
+    pub fn id(self) -> u16 {
+        match self {
+            EccCurve::NistP192 => 0x0001,
+            EccCurve::NistP224 => 0x0002,
+            EccCurve::NistP256 => 0x0003,
+            EccCurve::NistP384 => 0x0004,
+            EccCurve::NistP521 => 0x0005,
+            EccCurve::BnP256 => 0x0010,
+            EccCurve::BnP638 => 0x0011,
+            EccCurve::Sm2P256 => 0x0020,
+        }
+    }
+
     /// Bytes in a coordinate or scalar of this curve.
     pub fn size(self) -> usize {
         match self {

@@ -35,9 +35,10 @@ use crate::error::Error;
 /// TCG OID registry): the extended key usage of an AK certificate.
 pub const OID_TCG_KP_AIK_CERTIFICATE: &[u64] = &[2, 23, 133, 8, 3];
 
-/// The prefix of the AK certificate's URI SAN; the rest is the hex SHA-256
-/// of the EK certificate (DER), naming the TPM the AK lives in.
-pub const EK_URI_PREFIX: &str = "urn:provenix:tpm:ek-sha256:";
+/// The prefix of the AK certificate's URI SAN; the rest is the hex
+/// [`VerifiedEk::key_id`] of the EK, naming the TPM the AK lives in by its
+/// key (not by its certificate's bytes, which can be re-encoded).
+pub const EK_URI_PREFIX: &str = "urn:provenix:tpm:ek-key:";
 
 /// Longest chain below a root (EK certificates: leaf, one or two vendor
 /// intermediates).
@@ -55,7 +56,7 @@ pub struct VerifiedEk {
     public: Public,
     serial: Vec<u8>,
     issuer: Vec<u8>,
-    fingerprint: [u8; 32],
+    key_id: [u8; 32],
 }
 
 impl VerifiedEk {
@@ -71,10 +72,11 @@ impl VerifiedEk {
     pub fn issuer(&self) -> &[u8] {
         &self.issuer
     }
-    /// SHA-256 of the EK certificate's DER: the TPM's name in AK
-    /// certificates.
-    pub fn fingerprint(&self) -> [u8; 32] {
-        self.fingerprint
+    /// The EK by its public key alone ([`super::quote::key_id`]): the
+    /// TPM's name in AK certificates. Not a hash of the certificate, whose
+    /// bytes outside the signed part can vary for one EK.
+    pub fn key_id(&self) -> [u8; 32] {
+        self.key_id
     }
 }
 
@@ -118,11 +120,13 @@ pub fn verify_ek(
             "the EK public is not the key the EK certificate certifies".into(),
         ));
     }
+    let key_id = super::quote::key_id(public.key())
+        .ok_or_else(|| ek("an ECC coordinate is longer than its curve".into()))?;
     Ok(VerifiedEk {
         public,
         serial: leaf.serial,
         issuer: leaf.issuer,
-        fingerprint: sha256(ek_certificate),
+        key_id,
     })
 }
 
@@ -241,7 +245,7 @@ pub fn make_credential(
 #[derive(Clone, Debug)]
 pub struct VerifiedAkCertificate {
     key: AttestationKey,
-    ek_fingerprint: Option<[u8; 32]>,
+    ek_key_id: Option<[u8; 32]>,
 }
 
 impl VerifiedAkCertificate {
@@ -249,10 +253,11 @@ impl VerifiedAkCertificate {
     pub fn attestation_key(&self) -> &AttestationKey {
         &self.key
     }
-    /// The SHA-256 of the EK certificate of the TPM the AK was enrolled
-    /// from, when the certificate names one (Provenix's do).
-    pub fn ek_fingerprint(&self) -> Option<[u8; 32]> {
-        self.ek_fingerprint
+    /// The EK of the TPM the AK was enrolled from, by its public key
+    /// ([`VerifiedEk::key_id`]), when the certificate names one
+    /// (Provenix's do).
+    pub fn ek_key_id(&self) -> Option<[u8; 32]> {
+        self.ek_key_id
     }
 }
 
@@ -312,7 +317,7 @@ pub fn issue_ak_certificate(
     );
     params.distinguished_name = dn;
     params.subject_alt_names = vec![rcgen::SanType::URI(
-        format!("{EK_URI_PREFIX}{}", hex::encode(ek.fingerprint()))
+        format!("{EK_URI_PREFIX}{}", hex::encode(ek.key_id()))
             .try_into()
             .map_err(|e| bad(format!("SAN: {e}")))?,
     )];
@@ -365,7 +370,7 @@ pub fn verify_ak_certificate(
     }
     Ok(VerifiedAkCertificate {
         key,
-        ek_fingerprint: leaf.ek_fingerprint,
+        ek_key_id: leaf.ek_key_id,
     })
 }
 
@@ -706,7 +711,7 @@ pub fn make_challenge(
         ek_public: offered.public.clone(),
         ek_roots: ek_roots.to_vec(),
         ek_intermediates: ek_intermediates.to_vec(),
-        commitment: commitment(&secret, &id, &ak_name, &ek.fingerprint()),
+        commitment: commitment(&secret, &id, &ak_name, &ek.key_id()),
     };
     Ok((challenge, state))
 }
@@ -764,18 +769,18 @@ pub fn finish_enrollment(
 /// what the state keeps instead of the secret. The secret is 32 random
 /// bytes, so the commitment reveals nothing of it, and it ties the secret
 /// to the AK and EK the challenge was made for.
-fn commitment(secret: &[u8], id: &[u8], ak_name: &[u8], ek_fingerprint: &[u8; 32]) -> Vec<u8> {
+fn commitment(secret: &[u8], id: &[u8], ak_name: &[u8], ek_key_id: &[u8; 32]) -> Vec<u8> {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    hmac::sign(&key, &commitment_message(id, ak_name, ek_fingerprint))
+    hmac::sign(&key, &commitment_message(id, ak_name, ek_key_id))
         .as_ref()
         .to_vec()
 }
 
-fn commitment_message(id: &[u8], ak_name: &[u8], ek_fingerprint: &[u8; 32]) -> Vec<u8> {
+fn commitment_message(id: &[u8], ak_name: &[u8], ek_key_id: &[u8; 32]) -> Vec<u8> {
     let mut m = COMMITMENT_DOMAIN.to_vec();
     tpm2b(&mut m, id);
     tpm2b(&mut m, ak_name);
-    m.extend_from_slice(ek_fingerprint);
+    m.extend_from_slice(ek_key_id);
     m
 }
 
@@ -858,7 +863,7 @@ struct Cert {
     not_after: i64,
     is_ca: bool,
     aik_usage: bool,
-    ek_fingerprint: Option<[u8; 32]>,
+    ek_key_id: Option<[u8; 32]>,
 }
 
 impl Cert {
@@ -870,6 +875,7 @@ impl Cert {
         if der.len() > MAX_CERT {
             return Err(bad(format!("{} bytes exceeds {MAX_CERT}", der.len())));
         }
+        crate::der::check_canonical(der).map_err(|e| bad(format!("not canonical DER: {e}")))?;
         let (rest, x509) = X509Certificate::from_der(der)
             .map_err(|e| bad(format!("not a DER X.509 certificate: {e}")))?;
         if !rest.is_empty() {
@@ -918,7 +924,7 @@ impl Cert {
                     .iter()
                     .any(|o| o.to_id_string() == "2.23.133.8.3")
             });
-        let ek_fingerprint = x509
+        let ek_key_id = x509
             .subject_alternative_name()
             .map_err(|e| bad(format!("subjectAltName: {e}")))?
             .and_then(|san| {
@@ -943,7 +949,7 @@ impl Cert {
             not_after: tbs.validity.not_after.timestamp(),
             is_ca,
             aik_usage,
-            ek_fingerprint,
+            ek_key_id,
         })
     }
 
@@ -984,55 +990,108 @@ fn verify_chain(
         Ok(())
     };
     valid(&leaf_cert, "leaf")?;
-    let mut checks = 0usize;
-    let mut current = leaf_cert.clone();
-    for depth in 0..MAX_CHAIN {
-        for root in roots.iter().filter(|r| r.subject == current.issuer) {
-            checks = checks.saturating_add(1);
-            if checks > MAX_SIGNATURE_CHECKS {
-                return Err(bad("too many candidate issuers".into()));
-            }
-            if current.signed_by(root) {
-                valid(root, "CA")?;
-                return Ok(leaf_cert);
-            }
-        }
-        let mut next = None;
-        for candidate in intermediates.iter().filter(|c| c.subject == current.issuer) {
-            checks = checks.saturating_add(1);
-            if checks > MAX_SIGNATURE_CHECKS {
-                return Err(bad("too many candidate issuers".into()));
-            }
-            if candidate.is_ca && current.signed_by(candidate) {
-                next = Some(candidate.clone());
-                break;
-            }
-        }
-        match next {
-            Some(issuer) => {
-                valid(&issuer, "intermediate")?;
-                // A root given as an intermediate too ends the chain here.
-                if roots
-                    .iter()
-                    .any(|r| r.subject == issuer.subject && r.spki == issuer.spki)
-                {
-                    return Ok(leaf_cert);
-                }
-                current = issuer;
-            }
-            None => {
-                return Err(bad(format!(
-                    "no issuer among the CA and intermediates given signed the {} (depth {depth})",
-                    if depth == 0 {
-                        "certificate"
-                    } else {
-                        "intermediate"
-                    }
-                )));
-            }
-        }
+    let mut search = ChainSearch {
+        roots: &roots,
+        intermediates: &intermediates,
+        at,
+        checks: 0,
+        last: None,
+    };
+    match search.path_from(&leaf_cert, &mut Vec::new()) {
+        Ok(true) => Ok(leaf_cert),
+        Ok(false) => Err(bad(search.last.unwrap_or_else(|| {
+            "no issuer among the CA and intermediates given signed the certificate".into()
+        }))),
+        Err(e) => Err(bad(e)),
     }
-    Err(bad(format!("no root within {MAX_CHAIN} certificates")))
+}
+
+/// A depth-first search for a path from a certificate to a root, as
+/// rustls-webpki builds chains: when a candidate issuer fails (bad
+/// signature, not a CA, expired, or a dead end further up), the next
+/// candidate is tried, so a same-named decoy offered first cannot hide the
+/// real issuer. A budget bounds the signature checks.
+struct ChainSearch<'a> {
+    roots: &'a [Cert],
+    intermediates: &'a [Cert],
+    at: i64,
+    checks: usize,
+    /// Why the most recent candidate failed, for the error when none works.
+    last: Option<String>,
+}
+
+impl ChainSearch<'_> {
+    /// `Ok(true)` when `cert` chains to a root through intermediates not in
+    /// `path`; `Err` when the budget is spent (fatal, as webpki's is).
+    fn path_from(&mut self, cert: &Cert, path: &mut Vec<usize>) -> Result<bool, String> {
+        for root in self.roots.iter().filter(|r| r.subject == cert.issuer) {
+            if !self.check(cert, root)? {
+                continue;
+            }
+            if self.at < root.not_before || self.at > root.not_after {
+                self.last = Some(format!(
+                    "the CA is not valid at {} (valid {} to {})",
+                    self.at, root.not_before, root.not_after
+                ));
+                continue;
+            }
+            return Ok(true);
+        }
+        if path.len() >= MAX_CHAIN {
+            self.last = Some(format!("no root within {MAX_CHAIN} certificates"));
+            return Ok(false);
+        }
+        for (i, candidate) in self.intermediates.iter().enumerate() {
+            if candidate.subject != cert.issuer || path.contains(&i) {
+                continue;
+            }
+            if !candidate.is_ca {
+                self.last = Some("an intermediate named as issuer is not a CA".into());
+                continue;
+            }
+            if self.at < candidate.not_before || self.at > candidate.not_after {
+                self.last = Some(format!(
+                    "intermediate is not valid at {} (valid {} to {})",
+                    self.at, candidate.not_before, candidate.not_after
+                ));
+                continue;
+            }
+            if !self.check(cert, candidate)? {
+                continue;
+            }
+            // A root given as an intermediate too ends the chain here.
+            if self
+                .roots
+                .iter()
+                .any(|r| r.subject == candidate.subject && r.spki == candidate.spki)
+            {
+                return Ok(true);
+            }
+            path.push(i);
+            if self.path_from(candidate, path)? {
+                return Ok(true);
+            }
+            path.pop();
+        }
+        Ok(false)
+    }
+
+    /// Whether `issuer` signed `cert`, spending one unit of the budget.
+    fn check(&mut self, cert: &Cert, issuer: &Cert) -> Result<bool, String> {
+        self.checks = self.checks.saturating_add(1);
+        if self.checks > MAX_SIGNATURE_CHECKS {
+            return Err(format!(
+                "more than {MAX_SIGNATURE_CHECKS} signature checks to find a chain"
+            ));
+        }
+        let ok = cert.signed_by(issuer);
+        if !ok {
+            self.last = Some(
+                "no issuer among the CA and intermediates given signed the certificate".into(),
+            );
+        }
+        Ok(ok)
+    }
 }
 
 /// Verify a certificate signature: RSA PKCS#1 v1.5 with SHA-256/384/512,
@@ -1474,7 +1533,7 @@ mod tests {
             public: ecc_ak(&ring::rand::SystemRandom::new(), AK_ATTRIBUTES),
             serial: vec![0x01, 0x23],
             issuer: Vec::new(),
-            fingerprint: [0xEE; 32],
+            key_id: [0xEE; 32],
         }
     }
 
@@ -1491,7 +1550,7 @@ mod tests {
             let cert = issue_ak_certificate(&ak, &ek, &ca, &ca_key, T0, T0 + YEAR, &rng).unwrap();
             let verified =
                 verify_ak_certificate(&cert, &[], std::slice::from_ref(&ca), T0 + 1, &ak).unwrap();
-            assert_eq!(verified.ek_fingerprint(), Some([0xEE; 32]));
+            assert_eq!(verified.ek_key_id(), Some([0xEE; 32]));
             assert_eq!(verified.attestation_key().name(), Some(&name_of(&ak)[..]));
         }
     }
@@ -1532,6 +1591,85 @@ mod tests {
         let unrestricted = Public::from_bytes(&bytes).unwrap();
         let err = verify_ak_certificate(&cert, &[], roots, T0, &unrestricted).unwrap_err();
         assert!(matches!(err, Error::AkNotRestrictedSigning { .. }), "{err}");
+    }
+
+    /// An intermediate CA for `key`, named `name`, issued by `issuer`
+    /// (DER and PKCS#8 PEM key), valid until `not_after`.
+    fn intermediate(
+        name: &str,
+        key: &rcgen::KeyPair,
+        issuer: (&[u8], &str),
+        not_after: i64,
+    ) -> Vec<u8> {
+        let issuer_key = rcgen::KeyPair::from_pem(issuer.1).unwrap();
+        let issuer =
+            rcgen::Issuer::from_ca_cert_der(&issuer.0.to_vec().into(), issuer_key).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.not_before = time::OffsetDateTime::from_unix_timestamp(T0 - 86_400).unwrap();
+        params.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
+        params.signed_by(key, &issuer).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn chain_building_keeps_searching_past_a_failing_candidate() {
+        let rng = ring::rand::SystemRandom::new();
+        let (root, root_key) = operator_ca("Provenix test root", T0 + 10 * YEAR);
+        let (stranger, stranger_key) = operator_ca("Provenix test stranger", T0 + 10 * YEAR);
+        // One intermediate key, certified three times under one name: by a
+        // root nobody trusts, by the trusted root but expired, and by the
+        // trusted root and valid. Each decoy's signature on the leaf
+        // verifies (same key), so only a search that backtracks finds the
+        // good one when the decoys come first.
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let name = "Provenix test intermediate";
+        let untrusted = intermediate(name, &key, (&stranger, &stranger_key), T0 + YEAR);
+        let expired = intermediate(name, &key, (&root, &root_key), T0 - 1);
+        let good = intermediate(name, &key, (&root, &root_key), T0 + YEAR);
+        let ak = ecc_ak(&rng, AK_ATTRIBUTES);
+        let cert = issue_ak_certificate(
+            &ak,
+            &test_ek(),
+            &good,
+            &key.serialize_pem(),
+            T0,
+            T0 + YEAR,
+            &rng,
+        )
+        .unwrap();
+        let roots = std::slice::from_ref(&root);
+        for offered in [
+            vec![untrusted.clone(), expired.clone(), good.clone()],
+            vec![expired.clone(), untrusted.clone(), good.clone()],
+            vec![good.clone(), untrusted.clone()],
+        ] {
+            verify_ak_certificate(&cert, &offered, roots, T0 + 1, &ak).unwrap();
+        }
+        // Without the good one, the error says why the last candidate failed.
+        let err =
+            verify_ak_certificate(&cert, &[untrusted, expired], roots, T0 + 1, &ak).unwrap_err();
+        assert!(matches!(err, Error::AkChain { which: "AK", .. }), "{err}");
+    }
+
+    #[test]
+    fn a_non_canonical_certificate_is_refused() {
+        let rng = ring::rand::SystemRandom::new();
+        let (ca, ca_key) = operator_ca("Provenix test operator CA", T0 + 10 * YEAR);
+        let ak = ecc_ak(&rng, AK_ATTRIBUTES);
+        let cert =
+            issue_ak_certificate(&ak, &test_ek(), &ca, &ca_key, T0, T0 + YEAR, &rng).unwrap();
+        let roots = std::slice::from_ref(&ca);
+        verify_ak_certificate(&cert, &[], roots, T0 + 1, &ak).unwrap();
+        // The outer SEQUENCE's length re-encoded with one more octet: the
+        // signature (over the TBS only) still verifies, the DER is not DER.
+        assert_eq!(cert[1], 0x82);
+        let mut longer = vec![0x30, 0x83, 0x00];
+        longer.extend_from_slice(&cert[2..]);
+        let err = verify_ak_certificate(&longer, &[], roots, T0 + 1, &ak).unwrap_err();
+        assert!(err.to_string().contains("not canonical DER"), "{err}");
     }
 
     #[test]

@@ -11,7 +11,10 @@ use std::collections::BTreeMap;
 use provenix_firmware::tpm::{Attest, EventLog, HashAlg, Public, Signature};
 
 use super::ak::verify_ak_certificate;
-use super::quote::{AttestationKey, PcrValues, VerifiedQuote, verify_quote};
+use super::quote::{
+    AttestationKey, PcrValues, TPM_RH_ENDORSEMENT, VerifiedQuote, primary_qualified_name,
+    verify_quote,
+};
 use super::replay::replay;
 use crate::bundle::{PcrValue, Refusal, TpmEvidence};
 use crate::error::{Error, Finding, Rejection};
@@ -22,6 +25,7 @@ use crate::policy::Policy;
 #[derive(Clone, Debug)]
 pub struct QuotedBoot {
     ak_public: Vec<u8>,
+    ak_key_id: [u8; 32],
     qualifying_data: Vec<u8>,
     reset_count: u32,
     restart_count: u32,
@@ -30,9 +34,11 @@ pub struct QuotedBoot {
 }
 
 impl QuotedBoot {
-    /// The boot a verified `quote` by the AK `ak_public` vouches for, with
-    /// the PCR values it covers and the reference commit they matched.
+    /// The boot a verified `quote` by the AK `ak` (whose TPMT_PUBLIC, or
+    /// other form as carried, is `ak_public`) vouches for, with the PCR
+    /// values it covers and the reference commit they matched.
     pub(super) fn new(
+        ak: &AttestationKey,
         ak_public: &[u8],
         quote: &VerifiedQuote,
         pcrs: &[PcrValue],
@@ -41,6 +47,7 @@ impl QuotedBoot {
         let clock = quote.clock_info();
         QuotedBoot {
             ak_public: ak_public.to_vec(),
+            ak_key_id: ak.key_id(),
             qualifying_data: quote.extra_data().to_vec(),
             reset_count: clock.reset_count,
             restart_count: clock.restart_count,
@@ -52,9 +59,14 @@ impl QuotedBoot {
     pub fn qualifying_data(&self) -> &[u8] {
         &self.qualifying_data
     }
-    /// The attestation key's TPMT_PUBLIC.
+    /// The attestation key as the evidence carried it (a TPMT_PUBLIC).
     pub fn ak_public(&self) -> &[u8] {
         &self.ak_public
+    }
+    /// The attestation key's identity by its public key alone
+    /// ([`super::quote::key_id`]): what a TPM without an EK is counted by.
+    pub fn ak_key_id(&self) -> &[u8; 32] {
+        &self.ak_key_id
     }
     /// The quoted PCR values, which the event log replays to.
     pub fn pcrs(&self) -> &[PcrValue] {
@@ -79,7 +91,7 @@ impl QuotedBoot {
     /// Same AK, same boot (TPM reset and restart counts) and same PCRs:
     /// what an identity and a checkpoint of one worker must share.
     pub(crate) fn same_boot(&self, other: &QuotedBoot) -> bool {
-        self.ak_public == other.ak_public
+        self.ak_key_id == other.ak_key_id
             && self.reset_count == other.reset_count
             && self.restart_count == other.restart_count
             && self.pcrs == other.pcrs
@@ -92,7 +104,7 @@ impl QuotedBoot {
 pub struct VerifiedTpm {
     boot: QuotedBoot,
     ak_issuer: String,
-    ek_fingerprint: Option<[u8; 32]>,
+    ek_key_id: Option<[u8; 32]>,
 }
 
 impl VerifiedTpm {
@@ -104,10 +116,11 @@ impl VerifiedTpm {
     pub fn ak_issuer(&self) -> &str {
         &self.ak_issuer
     }
-    /// SHA-256 of the EK certificate of the TPM the AK was enrolled from,
-    /// when its certificate names one: the TPM's identity.
-    pub fn ek_fingerprint(&self) -> Option<[u8; 32]> {
-        self.ek_fingerprint
+    /// The EK of the TPM the AK was enrolled from, by its public key
+    /// ([`super::quote::key_id`]), when the AK certificate names one: the
+    /// TPM's identity.
+    pub fn ek_key_id(&self) -> Option<[u8; 32]> {
+        self.ek_key_id
     }
 }
 
@@ -139,6 +152,19 @@ pub fn appraise(policy: &Policy, evidence: &TpmEvidence, at: i64) -> Result<Veri
         &evidence.event_log,
     )?;
 
+    // The quote's qualifiedSigner commits to the whole TPMT_PUBLIC the TPM
+    // signed with: the AK carried must be that one, so its attributes
+    // (fixedTPM, restricted) are the TPM's word, not the operator's. The
+    // worker makes its AKs as primaries of the endorsement hierarchy.
+    let expected = primary_qualified_name(&ak_public, TPM_RH_ENDORSEMENT);
+    if quote.attest().qualified_signer() != expected.as_slice() {
+        return Err(Error::QualifiedSigner {
+            found: hex::encode(quote.attest().qualified_signer()),
+            expected: hex::encode(&expected),
+        }
+        .into());
+    }
+
     // Policy: the boot PCRs quoted, and the boot matching a reference.
     let (findings, reference_commit) = boot_findings(policy, &log, &quoted);
     if !findings.is_empty() {
@@ -146,13 +172,14 @@ pub fn appraise(policy: &Policy, evidence: &TpmEvidence, at: i64) -> Result<Veri
     }
     Ok(VerifiedTpm {
         boot: QuotedBoot::new(
+            certified.attestation_key(),
             &evidence.ak_public,
             &quote,
             &evidence.pcrs,
             reference_commit,
         ),
         ak_issuer: issuer_of(leaf),
-        ek_fingerprint: certified.ek_fingerprint(),
+        ek_key_id: certified.ek_key_id(),
     })
 }
 

@@ -45,7 +45,7 @@ impl VerifiedAzure {
     pub(crate) fn same_launch(&self, other: &VerifiedAzure) -> bool {
         let (a, b) = (self.snp.authenticated(), other.snp.authenticated());
         a.report().measurement() == b.report().measurement()
-            && a.vek_fingerprint() == b.vek_fingerprint()
+            && a.vek_key_id() == b.vek_key_id()
             && a.report().report_id() == b.report().report_id()
             && self.boot.same_boot(&other.boot)
     }
@@ -114,6 +114,7 @@ pub fn appraise(
     Ok(VerifiedAzure {
         snp,
         boot: QuotedBoot::new(
+            &ak,
             &evidence.ak_public,
             &quote,
             &evidence.pcrs,

@@ -59,6 +59,84 @@ fn ring_digest(alg: HashAlg) -> &'static digest::Algorithm {
     }
 }
 
+/// TPM_RH_ENDORSEMENT (TPM 2.0 Part 2, 7.4 "TPM_RH"): the hierarchy the
+/// worker makes its attestation keys in, as primaries.
+pub const TPM_RH_ENDORSEMENT: u32 = 0x4000_000B;
+
+/// The Qualified Name of a primary object in `hierarchy` (TPM 2.0 Part 1,
+/// 16.6: a hierarchy's qualified name is its handle, and QN(child) =
+/// nameAlg || H_nameAlg(QN(parent) || Name(child))). A quote's
+/// qualifiedSigner is the signing key's qualified name, so comparing them
+/// proves that the TPMT_PUBLIC the verifier was given, attributes, policy
+/// and all, is the one the TPM signed with.
+pub fn primary_qualified_name(public: &Public, hierarchy: u32) -> Vec<u8> {
+    let alg = public.name_alg();
+    let mut ctx = digest::Context::new(ring_digest(alg));
+    ctx.update(&hierarchy.to_be_bytes());
+    ctx.update(&name_of(public));
+    let mut qn = alg.id().to_be_bytes().to_vec();
+    qn.extend_from_slice(ctx.finish().as_ref());
+    qn
+}
+
+/// Domain of [`key_id`].
+const KEY_ID_DOMAIN: &[u8] = b"provenix tpm key v1";
+
+/// The identity of a TPM key by its public key alone: SHA-256 over a
+/// domain, then RSA's modulus and exponent (big-endian, no leading zeros;
+/// an exponent of 0 in a TPMT_PUBLIC is 65537), or ECC's curve ID and
+/// uncompressed point with coordinates left-padded to the curve size. The
+/// rest of a TPMT_PUBLIC (attributes, policy, scheme, symmetric parameters,
+/// zero padding of the numbers) can differ for one key, so a TPM is never
+/// counted by its TPMT_PUBLIC bytes. `None` for an ECC coordinate longer
+/// than its curve.
+pub fn key_id(key: &PublicKey) -> Option<[u8; 32]> {
+    let material = match key {
+        PublicKey::Rsa(k) => rsa_key(&k.modulus, &k.public_exponent().to_be_bytes()),
+        PublicKey::Ecc(k) => KeyMaterial::Ecc {
+            curve: k.curve,
+            point: ecc_point(k.curve, &k.x, &k.y)?,
+        },
+    };
+    Some(material.id())
+}
+
+/// SEC 1 uncompressed point `0x04 || X || Y`, coordinates left-padded to
+/// the curve's size; `None` when one is longer.
+fn ecc_point(curve: EccCurve, x: &[u8], y: &[u8]) -> Option<Vec<u8>> {
+    let mut point = vec![0x04];
+    point.extend(left_pad(x, curve.size())?);
+    point.extend(left_pad(y, curve.size())?);
+    Some(point)
+}
+
+impl KeyMaterial {
+    /// See [`key_id`].
+    fn id(&self) -> [u8; 32] {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(KEY_ID_DOMAIN);
+        let mut field = |b: &[u8]| {
+            ctx.update(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_be_bytes());
+            ctx.update(b);
+        };
+        match self {
+            KeyMaterial::Rsa { n, e } => {
+                field(b"rsa");
+                field(n);
+                field(e);
+            }
+            KeyMaterial::Ecc { curve, point } => {
+                field(b"ecc");
+                field(&curve.id().to_be_bytes());
+                field(point);
+            }
+        }
+        let mut id = [0u8; 32];
+        id.copy_from_slice(ctx.finish().as_ref());
+        id
+    }
+}
+
 /// An object's name (TPM 2.0 Part 1, 16 "Names"): nameAlg || H_nameAlg
 /// (the marshalled TPMT_PUBLIC), over the bytes as received.
 pub fn name_of(public: &Public) -> Vec<u8> {
@@ -118,17 +196,12 @@ impl AttestationKey {
                         k.curve
                     )));
                 }
-                let size = k.curve.size();
-                let mut point = vec![0x04];
-                for (c, what) in [(&k.x, "x"), (&k.y, "y")] {
-                    let c = left_pad(c, size).ok_or_else(|| {
-                        Error::AkUnsupported(format!(
-                            "ECC point {what} is {} bytes, longer than the curve's {size}",
-                            c.len()
-                        ))
-                    })?;
-                    point.extend_from_slice(&c);
-                }
+                let point = ecc_point(k.curve, &k.x, &k.y).ok_or_else(|| {
+                    Error::AkUnsupported(format!(
+                        "an ECC coordinate is longer than the curve's {} bytes",
+                        k.curve.size()
+                    ))
+                })?;
                 KeyMaterial::Ecc {
                     curve: k.curve,
                     point,
@@ -167,6 +240,11 @@ impl AttestationKey {
             KeyMaterial::Rsa { n, e } => Some((n, e)),
             KeyMaterial::Ecc { .. } => None,
         }
+    }
+
+    /// The key's identity by its public key alone ([`key_id`]).
+    pub fn key_id(&self) -> [u8; 32] {
+        self.key.id()
     }
 
     /// The AK's name, when it was given as a TPMT_PUBLIC.

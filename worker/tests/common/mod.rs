@@ -83,7 +83,7 @@ impl Drop for TempDir {
     }
 }
 
-/// The verifier's `provenix` binary of the same profile as this test's
+/// The CLI's `provenix` binary of the same profile as this test's
 /// worker, built into the worker's target directory (a no-op when current):
 /// a test of one package cannot name another package's binary.
 pub fn provenix_bin() -> PathBuf {
@@ -100,7 +100,7 @@ pub fn provenix_bin() -> PathBuf {
             "build",
             "--quiet",
             "-p",
-            "provenix-verifier",
+            "provenix-cli",
             "--bin",
             "provenix",
         ])

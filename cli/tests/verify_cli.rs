@@ -6,6 +6,7 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../../tests/support/evidence.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,6 @@
-//! Test support: the real vectors in `../shared/vectors/snp`.
+//! Test support: the real vectors in `../shared/vectors/snp`, dates, a
+//! simulated chip, and the `provenix` binary for the CLI's tests. Include it
+//! with `#[path = "../../tests/support/evidence.rs"] mod common;`.
 //!
 //! The shared folder is found through `PROVENIX_SHARED` (default `../shared`
 //! beside the repository). Where it is absent a test says so and skips; with
@@ -135,12 +137,13 @@ pub fn vectors() -> Option<Vec<Vector>> {
     )
 }
 
-/// Run this package's `provenix` binary: its exit code, stdout and stderr.
+/// Run the `provenix` binary (only the CLI package's tests have it): its
+/// exit code, stdout and stderr.
 pub fn provenix(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_provenix"))
-        .args(args)
-        .output()
-        .unwrap();
+    let Some(bin) = option_env!("CARGO_BIN_EXE_provenix") else {
+        panic!("only the provenix-cli package's tests run the provenix binary");
+    };
+    let out = std::process::Command::new(bin).args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

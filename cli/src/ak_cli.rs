@@ -261,9 +261,9 @@ fn finish(
     chain.push_str(&pem_certificate(&ca));
     write_file(out, chain.as_bytes(), false)?;
     eprintln!(
-        "AK {} certified until {not_after} (unix) for the TPM with EK certificate SHA-256 {}; chain written to {}",
+        "AK {} certified until {not_after} (unix) for the TPM with EK key {}; chain written to {}",
         hex::encode(name_of(activated.ak_public())),
-        hex::encode(activated.ek().fingerprint()),
+        hex::encode(activated.ek().key_id()),
         out.display()
     );
     Ok(Ok(()))
@@ -293,11 +293,8 @@ fn verify(ak_cert: &Path, ca: &[PathBuf], ak_public: &Path, at: i64) -> Result<O
                 "valid: AK {}{}",
                 hex::encode(name_of(&public)),
                 verified
-                    .ek_fingerprint()
-                    .map(|f| format!(
-                        ", enrolled from the TPM with EK certificate SHA-256 {}",
-                        hex::encode(f)
-                    ))
+                    .ek_key_id()
+                    .map(|f| format!(", enrolled from the TPM with EK key {}", hex::encode(f)))
                     .unwrap_or_default()
             );
             Ok(Ok(()))

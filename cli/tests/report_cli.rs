@@ -6,8 +6,10 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../../tests/support/logged.rs"]
 mod logged;
 
+#[path = "../../tests/support/evidence.rs"]
 mod common;
 
 use std::path::Path;
