@@ -96,9 +96,15 @@ enum Command {
         #[arg(long)]
         vcek: Option<PathBuf>,
         /// A uid allowed to use the socket (repeatable) [default: root and
-        /// the daemon's own uid].
+        /// the daemon's own uid]. Other uids also need --socket-group.
         #[arg(long = "allow-uid")]
         allow_uids: Vec<u32>,
+        /// The group (numeric gid) of the socket file, which is then 0660
+        /// instead of 0600: how uids other than the daemon's own reach it.
+        /// It is never world-writable; the daemon still serves only the
+        /// --allow-uid uids.
+        #[arg(long)]
+        socket_group: Option<u32>,
         /// The Nix store directory.
         #[arg(long, default_value = "/nix/store")]
         store: PathBuf,
@@ -288,6 +294,7 @@ fn run(cli: Cli) -> Result<()> {
             policy,
             vcek,
             allow_uids,
+            socket_group,
             store,
             max_outputs,
             grpc,
@@ -308,6 +315,17 @@ fn run(cli: Cli) -> Result<()> {
             config.checkpoint_interval = std::time::Duration::from_millis(checkpoint_ms);
             config.store_dir = store;
             config.max_outputs = max_outputs;
+            let own_uid = rustix::process::geteuid().as_raw();
+            if let Some(uid) = allow_uids
+                .iter()
+                .find(|&&u| u != 0 && u != own_uid)
+                .filter(|_| socket_group.is_none())
+            {
+                anyhow::bail!(
+                    "--allow-uid {uid} needs --socket-group: the socket file is 0600, so \
+                     only its owner could connect"
+                );
+            }
             let options = provenix_worker::hook::ServerOptions {
                 allowed_uids: allow_uids,
                 ..provenix_worker::hook::ServerOptions::default()
@@ -330,6 +348,7 @@ fn run(cli: Cli) -> Result<()> {
             serve(
                 config,
                 provenix_worker::hook::socket_path(socket),
+                socket_group,
                 options,
                 grpc,
             )
@@ -441,6 +460,7 @@ fn read_vek(path: &std::path::Path) -> Result<Vec<u8>> {
 fn serve(
     config: provenix_worker::daemon::Config,
     socket: PathBuf,
+    socket_group: Option<u32>,
     options: provenix_worker::hook::ServerOptions,
     grpc: Option<(provenix_worker::grpc::ServerConfig, Vec<(String, String)>)>,
 ) -> Result<()> {
@@ -449,9 +469,9 @@ fn serve(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let worker = provenix_worker::daemon::Worker::start(config).await?;
-        let listener = provenix_worker::hook::bind(&socket, !options.allowed_uids.is_empty())
+        let listener = provenix_worker::hook::bind(&socket, socket_group)
             .with_context(|| format!("cannot listen on {}", socket.display()))?;
         eprintln!(
             "provenix-worker: serving on {} as {} (log {}), platform: {}",
@@ -511,7 +531,12 @@ fn serve(
         }
         worker.shutdown().await?;
         Ok(())
-    })
+    });
+    // A hash of a large output may still run on a blocking thread for a
+    // request the hook server aborted; nothing waits for its result, so
+    // exit without waiting for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
 }
 
 /// The bundles of one export sit under several checkpoints of the worker's

@@ -11,6 +11,8 @@
 //!                   append-only, fsynced before it is served
 //!     relogged      after a restart: how many of this log's entries the
 //!                   next identity has logged again (see `Worker::start`)
+//!     lost          entries the next identity could not log again, one a
+//!                   line: `<index> <store path> <why>`
 //! ```
 //!
 //! The key never touches the disk, so a restarted worker is a new identity
@@ -35,6 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use ciborium::Value;
+use provenix_verifier::cbor::{Fields, decode_map_with};
 use provenix_verifier::{
     Bundle, Evidence, Hash, Identity, InclusionProof, SnpEvidence, VerifierKey, log_origin,
     verify_checkpoint,
@@ -52,6 +55,10 @@ const IDENTITY_FILE: &str = "identity";
 const LOG_DIR: &str = "log";
 const CHECKPOINTS_FILE: &str = "checkpoints";
 const RELOGGED_FILE: &str = "relogged";
+const LOST_FILE: &str = "lost";
+/// Largest `lost` file read: a line per entry past the last checkpoint,
+/// which a checkpoint interval bounds to a few thousand.
+const MAX_LOST_FILE: u64 = 64 << 20;
 
 /// Largest `identity` file read: a report, a certificate table and a VEK
 /// are a few KiB.
@@ -330,6 +337,52 @@ impl LogDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(io("read", &path)(e)),
         }
+    }
+
+    /// Record, durably, that entry `index` (about `path`) could not be
+    /// logged again, and why.
+    pub(crate) fn record_lost(&self, index: u64, path: &str, why: &str) -> Result<(), DaemonError> {
+        let file = self.dir.join(LOST_FILE);
+        let why: String = why
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .map_err(io("open", &file))?;
+        f.write_all(format!("{index} {path} {why}\n").as_bytes())
+            .and_then(|()| f.sync_data())
+            .map_err(io("append", &file))
+    }
+
+    /// The entries recorded by [`LogDir::record_lost`]: (index, path, why).
+    pub(crate) fn lost(&self) -> Result<Vec<(u64, String, String)>, DaemonError> {
+        let file = self.dir.join(LOST_FILE);
+        let bytes = match read_limited(&file, MAX_LOST_FILE) {
+            Ok(b) => b,
+            Err(DaemonError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e),
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let mut out = Vec::new();
+        // A line torn by a crash has no newline: it is skipped, and the
+        // entry counts as neither logged again nor recorded lost.
+        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+            let mut parts = line.trim_end().splitn(3, ' ');
+            let (Some(index), Some(path), why) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            if let Ok(index) = index.parse() {
+                out.push((index, path.to_owned(), why.unwrap_or_default().to_owned()));
+            }
+        }
+        Ok(out)
     }
 
     pub(crate) fn set_relogged(&self, upto: u64) -> Result<(), DaemonError> {
@@ -639,15 +692,19 @@ fn encode_identity(generation: u64, id: &Identity) -> Vec<u8> {
 }
 
 fn decode_identity(bytes: &[u8]) -> Result<(u64, Identity), String> {
-    let mut m = Fields::decode(bytes)?;
-    if m.uint(1)? != IDENTITY_VERSION {
+    let mut m = decode(
+        bytes,
+        usize::try_from(MAX_IDENTITY_FILE).unwrap_or(usize::MAX),
+    )?;
+    if m.uint(1, "version")? != IDENTITY_VERSION {
         return Err("unknown identity file version".into());
     }
-    let generation = m.uint(2)?;
-    let worker_key = m.array32(3)?;
-    let source_commit = m.text(4)?;
-    let boot_nonce = m.array32(5)?;
-    let evidence = m.evidence(6)?;
+    let generation = m.uint(2, "generation")?;
+    let worker_key = m.bytes::<32>(3, "worker key")?;
+    let source_commit = m.text(4, "source commit")?;
+    let boot_nonce = m.bytes::<32>(5, "boot nonce")?;
+    let evidence = evidence(&mut m, 6)?;
+    m.finish()?;
     Ok((
         generation,
         Identity {
@@ -666,15 +723,16 @@ fn encode_checkpoint(cp: &AttestedCheckpoint) -> Vec<u8> {
 }
 
 fn decode_checkpoint(bytes: &[u8]) -> Result<(String, Evidence), String> {
-    let mut m = Fields::decode(bytes)?;
-    let note = m.text(1)?;
-    let evidence = m.evidence(2)?;
+    let mut m = decode(bytes, MAX_RECORD)?;
+    let note = m.text(1, "note")?;
+    let evidence = evidence(&mut m, 2)?;
+    m.finish()?;
     Ok((note, evidence))
 }
 
 /// Evidence in the bundle encoding at `first + 3`. Files written before
 /// TPM support hold an SNP report at `first`, its certificate table and
-/// VEK at the next two keys; [`Fields::evidence`] still reads them.
+/// VEK at the next two keys; [`evidence`] still reads them.
 fn evidence_fields(first: u64, e: &Evidence) -> Vec<(u64, Value)> {
     vec![(first.saturating_add(3), Value::Bytes(e.to_cbor()))]
 }
@@ -687,66 +745,37 @@ fn encode_map(map: Vec<(u64, Value)>) -> Vec<u8> {
     out
 }
 
-/// Fields of a CBOR map with integer keys, taken one by one.
-struct Fields(Vec<(Value, Value)>);
+/// A state file's CBOR map, through the verifier's strict reader: what it
+/// refuses in a statement it refuses here.
+fn decode(bytes: &[u8], max: usize) -> Result<Fields<u64, String>, String> {
+    decode_map_with(bytes, max, |e| e)
+}
 
-impl Fields {
-    fn decode(bytes: &[u8]) -> Result<Fields, String> {
-        let value: Value =
-            ciborium::de::from_reader(bytes).map_err(|e| format!("not CBOR: {e}"))?;
-        match value {
-            Value::Map(entries) => Ok(Fields(entries)),
-            _ => Err("not a CBOR map".into()),
+/// Evidence at `first + 3` in the bundle encoding, or in files written
+/// before TPM support an SNP report at `first`, its certificate table and
+/// VEK at the next two keys.
+fn evidence(m: &mut Fields<u64, String>, first: u64) -> Result<Evidence, String> {
+    let (second, third, encoded) = (
+        first.saturating_add(1),
+        first.saturating_add(2),
+        first.saturating_add(3),
+    );
+    // Evidence parts are bounded by the file's own limit.
+    let max = usize::try_from(MAX_IDENTITY_FILE).unwrap_or(usize::MAX);
+    let report = m.optional(first, |m| m.byte_string(first, "report", max))?;
+    let cert_table = m.optional(second, |m| m.byte_string(second, "certificate table", max))?;
+    let vek = m.optional(third, |m| m.byte_string(third, "VEK", max))?;
+    let evidence = m.optional(encoded, |m| m.byte_string(encoded, "evidence", max))?;
+    match (report, evidence) {
+        (None, Some(encoded)) if cert_table.is_none() && vek.is_none() => {
+            Evidence::from_cbor(&encoded).map_err(|e| format!("evidence: {e}"))
         }
-    }
-
-    fn take(&mut self, key: u64) -> Option<Value> {
-        let at = self
-            .0
-            .iter()
-            .position(|(k, _)| matches!(k, Value::Integer(i) if u64::try_from(*i) == Ok(key)))?;
-        Some(self.0.swap_remove(at).1)
-    }
-
-    fn uint(&mut self, key: u64) -> Result<u64, String> {
-        match self.take(key) {
-            Some(Value::Integer(i)) => u64::try_from(i).map_err(|_| format!("key {key}: negative")),
-            _ => Err(format!("key {key}: missing or not an integer")),
-        }
-    }
-
-    fn text(&mut self, key: u64) -> Result<String, String> {
-        match self.take(key) {
-            Some(Value::Text(t)) => Ok(t),
-            _ => Err(format!("key {key}: missing or not text")),
-        }
-    }
-
-    fn bytes(&mut self, key: u64) -> Result<Option<Vec<u8>>, String> {
-        match self.take(key) {
-            Some(Value::Bytes(b)) => Ok(Some(b)),
-            None => Ok(None),
-            Some(_) => Err(format!("key {key}: not a byte string")),
-        }
-    }
-
-    fn array32(&mut self, key: u64) -> Result<[u8; 32], String> {
-        self.bytes(key)?
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| format!("key {key}: missing or not 32 bytes"))
-    }
-
-    fn evidence(&mut self, first: u64) -> Result<Evidence, String> {
-        if let Some(encoded) = self.bytes(first.saturating_add(3))? {
-            return Evidence::from_cbor(&encoded).map_err(|e| format!("evidence: {e}"));
-        }
-        Ok(Evidence::Snp(SnpEvidence {
-            report: self
-                .bytes(first)?
-                .ok_or_else(|| format!("key {first}: no report"))?,
-            cert_table: self.bytes(first.saturating_add(1))?,
-            vek: self.bytes(first.saturating_add(2))?,
-        }))
+        (Some(report), None) => Ok(Evidence::Snp(SnpEvidence {
+            report,
+            cert_table,
+            vek,
+        })),
+        _ => Err(format!("key {first}: no evidence, or two kinds")),
     }
 }
 

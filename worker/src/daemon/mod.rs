@@ -48,7 +48,9 @@
 //! the process dies, even by `kill -9`).
 
 mod appender;
+mod built;
 mod checkpointer;
+pub(crate) mod derivation;
 mod logdir;
 mod nix;
 mod selfcheck;
@@ -70,7 +72,7 @@ use crate::identity::{IdentityError, SOURCE_COMMIT, WorkerIdentity};
 use crate::log::CheckpointSigner;
 use crate::nar::{NarDigest, NarError};
 use crate::platform::{Choice, Platform, TpmOptions, with_vek};
-use appender::{Appender, Job, Output};
+use appender::{Appender, Job};
 use checkpointer::Checkpointer;
 use selfcheck::SelfCheck;
 
@@ -102,8 +104,13 @@ pub struct Config {
     pub commit: Option<String>,
     /// The Nix store directory.
     pub store_dir: PathBuf,
-    /// The `nix-store` binary (found through PATH by default).
-    pub nix_store: PathBuf,
+    /// The `nix` binary (found through PATH by default), for `nix
+    /// path-info --json`.
+    pub nix: PathBuf,
+    /// Refuse outputs Nix registered before this (Unix seconds). The boot
+    /// time is used when this is earlier or unset: the worker signs only
+    /// what its Nix built in this boot.
+    pub built_since: Option<i64>,
     /// Checkpoint after this many new entries.
     pub checkpoint_every: u64,
     /// Checkpoint this often while entries wait for one.
@@ -137,7 +144,8 @@ impl Config {
             vek: None,
             commit: None,
             store_dir: PathBuf::from("/nix/store"),
-            nix_store: PathBuf::from("nix-store"),
+            nix: PathBuf::from("nix"),
+            built_since: None,
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             max_outputs: DEFAULT_MAX_OUTPUTS,
@@ -222,6 +230,43 @@ pub enum DaemonError {
         /// The cause.
         #[source]
         source: NarError,
+    },
+    /// Not something this worker's Nix built in this boot (see `built`):
+    /// nothing of the submission is signed.
+    #[error("refusing to sign {path}: {reason}")]
+    NotBuilt {
+        /// The output or derivation.
+        path: String,
+        /// Which check failed.
+        reason: String,
+    },
+    /// The store no longer holds what Nix registered: nothing is signed.
+    #[error(
+        "store corruption: {path} hashes to {computed} in the store, but Nix registered {registered}"
+    )]
+    StoreCorruption {
+        /// The path.
+        path: String,
+        /// What Nix registered.
+        registered: String,
+        /// What the daemon computed.
+        computed: String,
+    },
+    /// An entry acknowledged before a restart that no attested checkpoint
+    /// covers, and that could not be logged again.
+    #[error(
+        "{path} was acknowledged as entry {index} of log {key} before a restart, no attested \
+         checkpoint covers it, and it could not be logged again: {reason}"
+    )]
+    Lost {
+        /// The store path.
+        path: String,
+        /// The old log's key (hex).
+        key: String,
+        /// The entry.
+        index: u64,
+        /// Why it could not be logged again.
+        reason: String,
     },
     /// Nix failed or said something unexpected about an output.
     #[error("nix on {path}: {reason}")]
@@ -317,6 +362,10 @@ impl PathIndex {
     }
 }
 
+/// An entry of an older log that could not be logged again: the log's
+/// key, the entry's index, and why.
+type LostEntry = ([u8; 32], u64, String);
+
 /// The running daemon.
 pub struct Worker {
     store: nix::Store,
@@ -332,6 +381,11 @@ pub struct Worker {
     stop: watch::Sender<bool>,
     nudge: Arc<Notify>,
     hashing: Semaphore,
+    /// Outputs registered before this (Unix seconds) are refused.
+    built_since: i64,
+    /// Entries of older logs that could not be logged again, by store
+    /// path: the old log's key, the entry and why.
+    lost: Mutex<HashMap<String, LostEntry>>,
     max_outputs: usize,
     bundle_timeout: Duration,
     platform_name: String,
@@ -362,7 +416,8 @@ impl Worker {
                 "limits, batch size and checkpoint period must be positive".into(),
             ));
         }
-        let store = nix::Store::new(&config.store_dir, config.nix_store.clone())?;
+        let store = nix::Store::new(&config.store_dir, config.nix.clone())?;
+        let built_since = built::boot_time()?.max(config.built_since.unwrap_or(i64::MIN));
         let logs_dir = config.state_dir.join(LOGS_DIR);
         std::fs::create_dir_all(&logs_dir).map_err(|source| DaemonError::Io {
             op: "create",
@@ -409,6 +464,12 @@ impl Worker {
         })
         .await
         .map_err(|e| DaemonError::Internal(format!("indexing logs: {e}")))??;
+        let mut lost = HashMap::new();
+        for log in &old {
+            for (index, path, why) in log.lost()? {
+                lost.insert(path, (*log.key(), index, why));
+            }
+        }
         let mut logs = old;
         logs.push(current.clone());
 
@@ -462,6 +523,8 @@ impl Worker {
             stop,
             nudge,
             hashing: Semaphore::new(config.hash_concurrency),
+            built_since,
+            lost: Mutex::new(lost),
             max_outputs: config.max_outputs,
             bundle_timeout: config.bundle_timeout,
             platform_name,
@@ -532,16 +595,7 @@ impl Worker {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
             .ok_or(DaemonError::ShuttingDown)?;
-        let mut outputs = Vec::with_capacity(out_paths.len());
-        for path in out_paths {
-            let nar = self.hash(&path).await?;
-            let references = self.store.references(&path, &nar).await?;
-            outputs.push(Output {
-                path,
-                nar,
-                references,
-            });
-        }
+        let outputs = self.check_built(drv_path.as_deref(), &out_paths).await?;
         let (reply, ack) = oneshot::channel();
         sender
             .send(Job {
@@ -605,7 +659,7 @@ impl Worker {
                 break cp;
             }
             if !Arc::ptr_eq(&log, &self.current) {
-                return Err(DaemonError::NotCovered { index });
+                return Err(self.lost_or_uncovered(&log, index));
             }
             self.nudge.notify_one();
             match tokio::time::timeout_at(deadline, latest.changed()).await {
@@ -622,6 +676,24 @@ impl Worker {
         })
         .await
         .map_err(|e| DaemonError::Internal(format!("bundle task: {e}")))?
+    }
+
+    /// Why entry `index` of the old log `log` has no bundle: it was
+    /// recorded lost (by path), or it is not logged again yet.
+    fn lost_or_uncovered(&self, log: &LogDir, index: u64) -> DaemonError {
+        let lost = self.lost.lock().unwrap_or_else(PoisonError::into_inner);
+        let found = lost
+            .iter()
+            .find(|(_, (key, i, _))| key == log.key() && *i == index);
+        match found {
+            Some((path, (key, index, why))) => DaemonError::Lost {
+                path: path.clone(),
+                key: hex::encode(key),
+                index: *index,
+                reason: why.clone(),
+            },
+            None => DaemonError::NotCovered { index },
+        }
     }
 
     /// The current log's tree head.
@@ -738,7 +810,23 @@ impl Worker {
                 match self.submit(deriver, vec![path.clone()]).await {
                     Ok(_) => relogged = relogged.saturating_add(1),
                     Err(DaemonError::ShuttingDown) => return,
-                    Err(e) => eprintln!("provenix-worker: logging {path} again: {e}"),
+                    Err(e) => {
+                        // Never silently: the log says so by name, and
+                        // `export` of the path says why from now on.
+                        let why = e.to_string();
+                        eprintln!(
+                            "provenix-worker: LOST: {path}, acknowledged as entry {index} of log {} \
+                             before a restart, cannot be logged again: {why}",
+                            hex::encode(old.key())
+                        );
+                        if let Err(e) = old.record_lost(index, &path, &why) {
+                            eprintln!("provenix-worker: {e}");
+                        }
+                        self.lost
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(path, (*old.key(), index, why));
+                    }
                 }
             }
             if from < to {

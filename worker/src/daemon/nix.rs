@@ -1,6 +1,7 @@
-//! What the daemon asks of Nix: which store paths are well formed, and an
-//! output's references (`nix-store --query --references`, a subprocess whose
-//! output is checked like any other input).
+//! What the daemon asks of Nix: which store paths are well formed, and
+//! what Nix's database says about them (`nix path-info --json`, one
+//! subprocess for all the outputs of a submission, whose output is checked
+//! like any other input).
 
 // Parses what clients, files or Nix hand it: no panics from input.
 #![deny(
@@ -12,14 +13,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
 use super::DaemonError;
-use crate::nar::NarDigest;
 
 /// Longest store path name: Nix 2.8's `checkName` (`src/libstore/path.cc`)
 /// refuses names over 211 characters.
@@ -30,45 +29,57 @@ const HASH_LEN: usize = 32;
 /// Longest store directory accepted in the configuration; with the hash and
 /// the name this bounds every path the daemon handles.
 pub(crate) const MAX_STORE_DIR_LEN: usize = 256;
-/// Most bytes of `nix-store --query --references` output read: the
-/// verifier's limit on references times the longest store path.
-const MAX_QUERY_OUTPUT: usize = provenix_verifier::MAX_REFERENCES * (MAX_STORE_DIR_LEN + 245);
-/// How long one `nix-store` query may take before it is killed.
+/// Longest store path: the directory, `/`, the hash, `-` and the name.
+const MAX_PATH_LEN: usize = MAX_STORE_DIR_LEN + 1 + HASH_LEN + 1 + MAX_NAME_LEN;
+/// Most bytes of `nix path-info --json` read per path: its references (at
+/// most the verifier's limit, each a quoted store path and a comma), its
+/// deriver and a few hundred bytes of other fields.
+const MAX_INFO_PER_PATH: usize =
+    provenix_verifier::MAX_REFERENCES * (MAX_PATH_LEN + 3) + MAX_PATH_LEN + 4096;
+/// How long one Nix query may take before it is killed.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
-/// `nix-store` processes run at once: each costs ~10 ms of CPU to start.
+/// Nix processes run at once: each costs ~10 ms of CPU to start.
 const QUERY_CONCURRENCY: usize = 4;
-/// Reference sets remembered. Cleared whole when full: a cache miss costs
-/// one `nix-store` run, nothing else.
-const CACHE_ENTRIES: usize = 16_384;
 
-/// References by (store path, NAR SHA-256).
-type RefCache = HashMap<(String, [u8; 32]), Vec<String>>;
+/// What Nix's database records about a valid store path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Registered {
+    /// The NAR hash as Nix prints it (`sha256-<base64>` in Nix 2.8).
+    pub(crate) nar_hash: String,
+    /// The NAR size.
+    pub(crate) nar_size: u64,
+    /// References, sorted and unique, each a checked store path.
+    pub(crate) references: Vec<String>,
+    /// The derivation Nix records as having produced it.
+    pub(crate) deriver: Option<String>,
+    /// When Nix registered it (Unix seconds).
+    pub(crate) registration_time: i64,
+    /// Whether Nix built it on this machine (`ultimate`): false for paths
+    /// substituted, copied or imported, absent for paths added.
+    pub(crate) ultimate: bool,
+    /// Its content address, for paths added (`nix-store --add`), fixed
+    /// outputs and derivations.
+    pub(crate) ca: Option<String>,
+}
 
 /// The Nix store the daemon reports on.
 #[derive(Debug)]
 pub(crate) struct Store {
     dir: String,
-    nix_store: PathBuf,
+    nix: PathBuf,
     queries: Semaphore,
-    /// References by (store path, NAR SHA-256). Nix computes a path's
-    /// references by scanning its contents for the hash parts of its
-    /// inputs, so the same path with the same contents has the same
-    /// references: the key includes the hash the daemon has just computed
-    /// itself, so a path rebuilt with other contents is queried again.
-    cache: Mutex<RefCache>,
 }
 
 impl Store {
-    pub(crate) fn new(dir: &Path, nix_store: PathBuf) -> Result<Store, DaemonError> {
+    pub(crate) fn new(dir: &Path, nix: PathBuf) -> Result<Store, DaemonError> {
         let dir = dir
             .to_str()
             .filter(|d| d.starts_with('/') && !d.ends_with('/') && d.len() <= MAX_STORE_DIR_LEN)
             .ok_or_else(|| DaemonError::Config(format!("store directory {}", dir.display())))?;
         Ok(Store {
             dir: dir.to_owned(),
-            nix_store,
+            nix,
             queries: Semaphore::new(QUERY_CONCURRENCY),
-            cache: Mutex::new(HashMap::new()),
         })
     }
 
@@ -116,39 +127,18 @@ impl Store {
         Ok(())
     }
 
-    /// The references of `path`, whose NAR the daemon has just hashed to
-    /// `nar`, as Nix's database records them.
-    pub(crate) async fn references(
+    /// What Nix's database records about each of `paths` (`None`: not
+    /// valid), in one `nix path-info --json` run. With `derivations`, the
+    /// paths are store derivations, described themselves rather than
+    /// their outputs (`--derivation`).
+    pub(crate) async fn path_info(
         &self,
-        path: &str,
-        nar: &NarDigest,
-    ) -> Result<Vec<String>, DaemonError> {
-        let key = (path.to_owned(), nar.sha256);
-        if let Some(hit) = self.lock_cache().get(&key) {
-            return Ok(hit.clone());
-        }
-        let references = self.query_references(path).await?;
-        let mut cache = self.lock_cache();
-        if cache.len() >= CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(key, references.clone());
-        Ok(references)
-    }
-
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, RefCache> {
-        // The cache holds no invariant a panicking holder could break.
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Run `nix-store --query --references PATH` and check what it prints:
-    /// one store path per line, sorted and unique after sorting, at most the
-    /// verifier's limit. A path Nix does not know is refused by Nix.
-    async fn query_references(&self, path: &str) -> Result<Vec<String>, DaemonError> {
+        paths: &[String],
+        derivations: bool,
+    ) -> Result<Vec<Option<Registered>>, DaemonError> {
+        let first = paths.first().cloned().unwrap_or_default();
         let nix = |reason: String| DaemonError::Nix {
-            path: path.to_owned(),
+            path: first.clone(),
             reason,
         };
         let _permit = self
@@ -156,19 +146,29 @@ impl Store {
             .acquire()
             .await
             .map_err(|_| DaemonError::ShuttingDown)?;
-        let mut child = tokio::process::Command::new(&self.nix_store)
-            .args(["--query", "--references", "--"])
-            .arg(path)
+        let mut cmd = tokio::process::Command::new(&self.nix);
+        // Nix 2.8 needs the feature for `nix path-info`; no substituter
+        // may be asked about a path that is not valid here.
+        cmd.args(["--extra-experimental-features", "nix-command"])
+            .args(["--option", "substituters", ""])
+            .args(["path-info", "--json"]);
+        if derivations {
+            cmd.arg("--derivation");
+        }
+        let mut child = cmd
+            .arg("--")
+            .args(paths)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| nix(format!("cannot run {}: {e}", self.nix_store.display())))?;
+            .map_err(|e| nix(format!("cannot run {}: {e}", self.nix.display())))?;
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            return Err(nix("no pipes to nix-store".into()));
+            return Err(nix("no pipes to nix".into()));
         };
-        let limit = u64::try_from(MAX_QUERY_OUTPUT).unwrap_or(u64::MAX);
+        let max = MAX_INFO_PER_PATH.saturating_mul(paths.len().max(1));
+        let limit = u64::try_from(max).unwrap_or(u64::MAX);
         let run = async {
             let mut out = Vec::new();
             let mut err = Vec::new();
@@ -181,34 +181,85 @@ impl Store {
         };
         let (status, out, err) = tokio::time::timeout(QUERY_TIMEOUT, run)
             .await
-            .map_err(|_| nix(format!("nix-store did not answer in {QUERY_TIMEOUT:?}")))?
-            .map_err(|e| nix(format!("reading nix-store: {e}")))?;
+            .map_err(|_| nix(format!("nix path-info did not answer in {QUERY_TIMEOUT:?}")))?
+            .map_err(|e| nix(format!("reading nix path-info: {e}")))?;
         if !status.success() {
             return Err(nix(format!(
-                "nix-store --query --references failed ({status}): {}",
+                "nix path-info failed ({status}): {}",
                 String::from_utf8_lossy(&err).trim()
             )));
         }
-        if out.len() > MAX_QUERY_OUTPUT {
-            return Err(nix("nix-store printed more than the limit".into()));
+        if out.len() > max {
+            return Err(nix("nix path-info printed more than the limit".into()));
         }
-        let text = String::from_utf8(out).map_err(|_| nix("nix-store printed non-UTF-8".into()))?;
-        let mut references = Vec::new();
-        for line in text.lines().filter(|l| !l.is_empty()) {
-            self.check_path(line)
-                .map_err(|e| nix(format!("nix-store printed a bad reference: {e}")))?;
-            references.push(line.to_owned());
+        let mut found = self.parse_path_info(&out).map_err(nix)?;
+        Ok(paths.iter().map(|p| found.remove(p).flatten()).collect())
+    }
+
+    /// `nix path-info --json` output: an array of objects, one per path,
+    /// `{"path": .., "valid": false}` for a path that is not valid.
+    fn parse_path_info(&self, json: &[u8]) -> Result<HashMap<String, Option<Registered>>, String> {
+        use serde_json::Value;
+        let items: Vec<Value> = serde_json::from_slice(json)
+            .map_err(|e| format!("nix path-info printed no JSON array: {e}"))?;
+        let mut out = HashMap::with_capacity(items.len());
+        for item in items {
+            let text = |key: &str| item.get(key).and_then(Value::as_str).map(str::to_owned);
+            let path = text("path").ok_or("nix path-info: an item has no path")?;
+            self.check_path(&path)
+                .map_err(|e| format!("nix path-info: {e}"))?;
+            if item.get("valid").and_then(Value::as_bool) == Some(false) {
+                out.insert(path, None);
+                continue;
+            }
+            let nar_hash = text("narHash").ok_or("nix path-info: no narHash")?;
+            let nar_size = item
+                .get("narSize")
+                .and_then(Value::as_u64)
+                .ok_or("nix path-info: no narSize")?;
+            let registration_time = item
+                .get("registrationTime")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let deriver = text("deriver");
+            if let Some(d) = &deriver {
+                self.check_drv(d)
+                    .map_err(|e| format!("nix path-info: deriver: {e}"))?;
+            }
+            let mut references = Vec::new();
+            for r in item
+                .get("references")
+                .and_then(Value::as_array)
+                .ok_or("nix path-info: no references")?
+            {
+                let r = r.as_str().ok_or("nix path-info: a reference is not text")?;
+                self.check_path(r)
+                    .map_err(|e| format!("nix path-info printed a bad reference: {e}"))?;
+                references.push(r.to_owned());
+            }
+            references.sort();
+            references.dedup();
+            if references.len() > provenix_verifier::MAX_REFERENCES {
+                return Err(format!(
+                    "{path}: {} references, over the limit of {}",
+                    references.len(),
+                    provenix_verifier::MAX_REFERENCES
+                ));
+            }
+            out.insert(
+                path,
+                Some(Registered {
+                    nar_hash,
+                    nar_size,
+                    references,
+                    deriver,
+                    registration_time,
+                    ultimate: item.get("ultimate").and_then(Value::as_bool) == Some(true),
+                    ca: text("ca"),
+                }),
+            );
         }
-        references.sort();
-        references.dedup();
-        if references.len() > provenix_verifier::MAX_REFERENCES {
-            return Err(nix(format!(
-                "{} references, over the limit of {}",
-                references.len(),
-                provenix_verifier::MAX_REFERENCES
-            )));
-        }
-        Ok(references)
+        Ok(out)
     }
 }
 

@@ -6,14 +6,23 @@
 //! 1. for an expression, `nix-instantiate` in restricted mode (the
 //!    expression can read no file of the worker's but itself), which
 //!    writes the store derivations;
-//! 2. `nix-store --query --outputs` for each derivation;
+//! 2. `nix-store --query --outputs` for each derivation, and `nix-store
+//!    --check-validity` of the outputs: a request any of whose outputs is
+//!    already valid is refused with `FAILED_PRECONDITION`, naming them.
+//!    Nix would not build such an output again, and the worker signs only
+//!    what it builds (it does not rebuild with `--check` either: a
+//!    rebuild is not the build that registered the path). The statement
+//!    about an output built earlier in this boot is in the log already;
 //! 3. `nix-build` of the derivations, its stderr streamed to the client
 //!    line by line as Nix writes it;
 //! 4. `nix-store --realise` of every output with `--add-root`: it refuses
 //!    any output that is not valid (no substituters: nothing is fetched)
 //!    and roots them all until the backend has hashed them;
-//! 5. [`BuildBackend::submit`] per derivation, which hashes, signs and
-//!    logs the outputs, then [`BuildBackend::bundle`] per output.
+//! 5. [`BuildBackend::submit`] per derivation, which checks that Nix
+//!    registered each output as built from it, here, in this boot, with the
+//!    hash it computes (the daemon's `built` checks, which no entry point
+//!    skips), then hashes, signs and logs the outputs, then
+//!    [`BuildBackend::bundle`] per output.
 //!
 //! Every Nix command runs with `substituters` and `builders` empty, so the
 //! worker's store holds only what the worker built (DESIGN.md: a daemon
@@ -385,6 +394,7 @@ impl Job {
             outputs.push((drv, outs));
         }
 
+        self.refuse_valid(&all).await?;
         self.build(&work, &outputs, &all).await?;
         self.root_outputs(&work, &all).await?;
 
@@ -525,6 +535,38 @@ impl Job {
             }
         }
         Ok(())
+    }
+
+    /// Refuse the request if any output is valid already (see the module
+    /// documentation): Nix would not build it, so signing it would say
+    /// this request built what it did not.
+    async fn refuse_valid(&self, all: &[String]) -> Result<(), Status> {
+        let mut cmd = self.config.nix("nix-store");
+        cmd.args(["--check-validity", "--print-invalid", "--"])
+            .args(all);
+        let (status, stdout) = self.exec(cmd, "nix-store --check-validity").await?;
+        if !status.success() {
+            return Err(Status::internal(format!(
+                "nix-store --check-validity failed ({status})"
+            )));
+        }
+        let invalid: HashSet<&str> = lines(&stdout, "nix-store --check-validity")?
+            .into_iter()
+            .collect();
+        let valid: Vec<&str> = all
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !invalid.contains(p))
+            .collect();
+        if valid.is_empty() {
+            return Ok(());
+        }
+        Err(Status::failed_precondition(format!(
+            "already valid in the worker's store, so this request would not build: {}; the \
+             worker signs only outputs a request builds (fetch the statement of an earlier \
+             build from the log)",
+            valid.iter().take(8).copied().collect::<Vec<_>>().join(", ")
+        )))
     }
 
     /// Root every output in the work directory, which also checks that

@@ -21,7 +21,9 @@ fn status(e: DaemonError) -> Status {
         | DaemonError::TooManyOutputs { .. }
         | DaemonError::DuplicateOutput(_)
         | DaemonError::BadStorePath { .. } => Status::invalid_argument(e.to_string()),
-        DaemonError::NotFound(_) => Status::not_found(e.to_string()),
+        DaemonError::NotFound(_) | DaemonError::Lost { .. } => Status::not_found(e.to_string()),
+        DaemonError::NotBuilt { .. } => Status::failed_precondition(e.to_string()),
+        DaemonError::StoreCorruption { .. } => Status::data_loss(e.to_string()),
         DaemonError::ShuttingDown => Status::unavailable(e.to_string()),
         DaemonError::NotCovered { .. } | DaemonError::Timeout(_) => {
             Status::unavailable(e.to_string())

@@ -1,0 +1,230 @@
+//! What the daemon signs: only outputs its own Nix built, in this boot.
+//!
+//! Every submission (the post-build hook, the gRPC build API, the relog of
+//! a crashed identity's entries) goes through [`Worker::check_built`]
+//! before anything is signed. An output is signed only when all of these
+//! hold, each from Nix's database (`nix path-info --json`, one run for all
+//! outputs) or the store itself, never from the caller:
+//!
+//! 1. a derivation is named, is valid in the store, is intact (its NAR
+//!    hash is the one Nix registered) and names the path as an output;
+//! 2. the path is valid, and Nix registered it with that derivation as its
+//!    deriver: a path added (`nix-store --add`: no deriver) or claimed for
+//!    another derivation is refused by name;
+//! 3. Nix built it on this machine (`ultimate`): substituted, copied and
+//!    imported paths are not, whatever deriver they carry;
+//! 4. it is input-addressed (no `ca`): content-addressed paths are added
+//!    or fetched, not built, and check themselves;
+//! 5. Nix registered it during this boot (`registrationTime` at or after
+//!    the kernel's boot time, or a later configured instant): the store may
+//!    persist across boots, and what an earlier boot, or another image,
+//!    built is not this worker's to sign;
+//! 6. the NAR hash and size the daemon computes from the store equal the
+//!    ones Nix registered; a difference is store corruption, reported with
+//!    the path and both hashes, and nothing is signed.
+//!
+//! A caller that may use the hook socket can therefore only make the
+//! daemon log again an output its Nix really built in this boot, unchanged.
+
+// Parses what Nix and the store hand it: no panics from input.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::as_conversions
+)]
+
+use std::io::Read;
+use std::path::Path;
+
+use base64::Engine as _;
+
+use super::appender::Output;
+use super::derivation;
+use super::nix::Registered;
+use super::{DaemonError, Worker};
+use crate::nar::NarDigest;
+
+/// Largest store derivation read. nixpkgs' largest `.drv` files (long
+/// environment variables) are a few MiB.
+const MAX_DRV_SIZE: u64 = 16 << 20;
+
+impl Worker {
+    /// The outputs `outs` of `drv`, hashed and with their references, if
+    /// every check of the module documentation holds for each; else the
+    /// first failure, naming the path.
+    pub(crate) async fn check_built(
+        &self,
+        drv: Option<&str>,
+        outs: &[String],
+    ) -> Result<Vec<Output>, DaemonError> {
+        let not_built = |path: &str, reason: String| DaemonError::NotBuilt {
+            path: path.to_owned(),
+            reason,
+        };
+        let first = outs.first().map_or("", String::as_str);
+        let Some(drv) = drv else {
+            return Err(not_built(
+                first,
+                "no derivation is named: the worker signs only outputs Nix registered as built \
+                 from one"
+                    .into(),
+            ));
+        };
+        let drv_list = [drv.to_owned()];
+        let (infos, drv_info) = tokio::join!(
+            self.store.path_info(outs, false),
+            self.store.path_info(&drv_list, true)
+        );
+        let infos = infos?;
+        let drv_info = match drv_info {
+            Ok(mut v) => v.pop().flatten(),
+            // `nix path-info --derivation` fails on a path that is not
+            // valid, rather than saying so.
+            Err(DaemonError::Nix { reason, .. }) if reason.contains("not a valid store path") => {
+                None
+            }
+            Err(e) => return Err(e),
+        }
+        .ok_or_else(|| not_built(drv, "the derivation is not valid in the Nix store".into()))?;
+        let drv_outputs = self.read_derivation(drv, &drv_info).await?;
+
+        let mut checked = Vec::with_capacity(outs.len());
+        for (path, info) in outs.iter().zip(infos) {
+            let info =
+                info.ok_or_else(|| not_built(path, "it is not valid in the Nix store".into()))?;
+            match info.deriver.as_deref() {
+                Some(d) if d == drv => {}
+                Some(other) => {
+                    return Err(not_built(
+                        path,
+                        format!("Nix registered it as built from {other}, not {drv}"),
+                    ));
+                }
+                None => {
+                    return Err(not_built(
+                        path,
+                        format!(
+                            "Nix records no deriver for it (added to the store, not built from \
+                             {drv})"
+                        ),
+                    ));
+                }
+            }
+            if !drv_outputs.iter().any(|o| o.path == *path) {
+                return Err(not_built(path, format!("{drv} names no such output")));
+            }
+            if !info.ultimate {
+                return Err(not_built(
+                    path,
+                    "Nix did not build it on this machine (it was substituted, copied or \
+                     imported)"
+                        .into(),
+                ));
+            }
+            if let Some(ca) = &info.ca {
+                return Err(not_built(
+                    path,
+                    format!(
+                        "it is content-addressed ({ca}): added or fetched, not built, and it \
+                         checks itself"
+                    ),
+                ));
+            }
+            if info.registration_time < self.built_since {
+                return Err(not_built(
+                    path,
+                    format!(
+                        "Nix registered it at {} (Unix time), before this boot began at {}",
+                        info.registration_time, self.built_since
+                    ),
+                ));
+            }
+            let nar = self.hash(path).await?;
+            check_hash(path, &info, &nar)?;
+            checked.push(Output {
+                path: path.clone(),
+                nar,
+                references: info.references,
+            });
+        }
+        Ok(checked)
+    }
+
+    /// The outputs `drv` names, from its file, once its NAR hash is the
+    /// one Nix registered.
+    async fn read_derivation(
+        &self,
+        drv: &str,
+        info: &Registered,
+    ) -> Result<Vec<derivation::DrvOutput>, DaemonError> {
+        let nar = self.hash(drv).await?;
+        check_hash(drv, info, &nar)?;
+        let mut text = Vec::new();
+        std::fs::File::open(drv)
+            .and_then(|f| {
+                f.take(MAX_DRV_SIZE.saturating_add(1))
+                    .read_to_end(&mut text)
+            })
+            .map_err(|source| DaemonError::Io {
+                op: "read",
+                path: Path::new(drv).to_owned(),
+                source,
+            })?;
+        if u64::try_from(text.len()).unwrap_or(u64::MAX) > MAX_DRV_SIZE {
+            return Err(DaemonError::NotBuilt {
+                path: drv.to_owned(),
+                reason: format!("the derivation is over {MAX_DRV_SIZE} bytes"),
+            });
+        }
+        derivation::outputs(&text).map_err(|reason| DaemonError::NotBuilt {
+            path: drv.to_owned(),
+            reason,
+        })
+    }
+}
+
+/// Refuse, as store corruption, a path whose NAR the daemon hashed to
+/// something other than what Nix registered.
+fn check_hash(path: &str, info: &Registered, nar: &NarDigest) -> Result<(), DaemonError> {
+    let (registered, computed) = match info.nar_hash.split_once(':') {
+        // `sha256:<nix32>`, as `nix-store --query --hash` prints it.
+        Some(_) => (
+            info.nar_hash.clone(),
+            format!("sha256:{}", provenix_verifier::nixsig::nix32(&nar.sha256)),
+        ),
+        // SRI, as `nix path-info --json` prints it in Nix 2.8.
+        None => (
+            info.nar_hash.clone(),
+            format!(
+                "sha256-{}",
+                base64::engine::general_purpose::STANDARD.encode(nar.sha256)
+            ),
+        ),
+    };
+    if registered != computed || info.nar_size != nar.size {
+        return Err(DaemonError::StoreCorruption {
+            path: path.to_owned(),
+            registered: format!("{registered} ({} bytes)", info.nar_size),
+            computed: format!("{computed} ({} bytes)", nar.size),
+        });
+    }
+    Ok(())
+}
+
+/// The kernel's boot time (Unix seconds): `btime` in `/proc/stat`
+/// (proc(5)).
+pub(crate) fn boot_time() -> Result<i64, DaemonError> {
+    let path = Path::new("/proc/stat");
+    let text = std::fs::read_to_string(path).map_err(|source| DaemonError::Io {
+        op: "read",
+        path: path.to_owned(),
+        source,
+    })?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|t| t.trim().parse().ok())
+        .ok_or_else(|| DaemonError::State {
+            path: path.to_owned(),
+            reason: "no btime line".into(),
+        })
+}
