@@ -199,9 +199,10 @@ impl Platform {
     /// The policy the worker's self-checks apply when none is given: AMD's
     /// roots on SEV-SNP, the test roots on the simulator, the AK's own CA
     /// on a TPM (the self-check proves the evidence is well-formed and
-    /// bound; whom to trust is the verifier's policy).
+    /// bound; whom to trust is the verifier's policy). It accepts any
+    /// measurement: a worker cannot pin its own launch from the inside.
     pub fn self_check_policy(&self) -> provenix_verifier::Policy {
-        match self {
+        let mut policy = match self {
             Platform::Snp(_) => provenix_verifier::Policy::default(),
             #[cfg(feature = "tpm")]
             Platform::Tpm(t) => {
@@ -212,7 +213,9 @@ impl Platform {
                 policy
             }
             Platform::Sim(_) => sim_policy(),
-        }
+        };
+        policy.measurements = provenix_verifier::Measurements::Any;
+        policy
     }
 
     /// Whether this is the simulator.
@@ -256,10 +259,8 @@ impl Platform {
 /// A policy trusting the simulator's test roots and nothing else: what the
 /// worker's self-checks apply on the simulator when no policy is given.
 pub fn sim_policy() -> provenix_verifier::Policy {
-    let mut policy = provenix_verifier::Policy {
-        trust_amd_roots: false,
-        ..provenix_verifier::Policy::default()
-    };
+    let mut policy = provenix_verifier::Policy::default();
+    policy.trust_amd_roots = false;
     for (product, sha256) in provenix_firmware::sim::sim_ark_fingerprints() {
         policy.roots.push(provenix_verifier::RootPin {
             name: "provenix simulator (TEST ROOT)".into(),

@@ -2,7 +2,8 @@
 //! simulated platform with the gRPC APIs on a Unix socket; a build through
 //! the Build API runs the real nix-build, the output's statement is logged
 //! and its bundle, served by the Log API, verifies offline and names the NAR
-//! hash Nix itself reports.
+//! hash Nix itself reports. A second request for an output that is already
+//! valid is refused (FAILED_PRECONDITION), never signed without a build.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -42,6 +43,22 @@ async fn channel(path: &Path) -> Channel {
         .unwrap()
 }
 
+/// The error a build stream ends with (log lines are skipped).
+async fn refused(
+    mut stream: tonic::Streaming<provenix_worker::grpc::proto::BuildEvent>,
+) -> tonic::Status {
+    loop {
+        match stream.message().await {
+            Ok(Some(event)) => match event.event {
+                Some(Event::Log(_)) => {}
+                other => panic!("a result where a refusal was expected: {other:?}"),
+            },
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(status) => return status,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_build_is_logged_and_its_bundle_verifies() {
     if !nix_available("serve") {
@@ -76,7 +93,7 @@ async fn a_grpc_build_is_logged_and_its_bundle_verifies() {
     );
     let mut stream = BuildClient::new(channel.clone())
         .build(BuildRequest {
-            target: Some(Target::Expression(expression.into_bytes())),
+            target: Some(Target::Expression(expression.clone().into_bytes())),
             attributes: Vec::new(),
         })
         .await
@@ -96,6 +113,71 @@ async fn a_grpc_build_is_logged_and_its_bundle_verifies() {
     let [output] = result.outputs.as_slice() else {
         panic!("one output expected: {result:?}")
     };
+
+    // The same request again: its output is valid already, so Nix would
+    // not build it; refused, naming it, and nothing is logged.
+    let size_before = LogClient::new(channel.clone())
+        .head(HeadRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .size;
+    let again = BuildClient::new(channel.clone())
+        .build(BuildRequest {
+            target: Some(Target::Expression(expression.clone().into_bytes())),
+            attributes: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = refused(again).await;
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert_eq!(
+        status.message(),
+        format!(
+            "already valid in the worker's store, so this request would not build: {}; the \
+             worker signs only outputs a request builds (fetch the statement of an earlier \
+             build from the log)",
+            output.store_path
+        )
+    );
+    // A derivation built outside the API, then asked for by path: the
+    // same.
+    let outside = format!(
+        r#"derivation {{ name = "provenix-serve-outside-{tag}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo {tag} > $out" ]; }}"#
+    );
+    let built = Command::new("nix-build")
+        .args(["--no-out-link", "--option", "sandbox", "false"])
+        .args(["--option", "substituters", "", "--expr", &outside])
+        .output()
+        .unwrap();
+    assert!(built.status.success());
+    let outside_out = String::from_utf8(built.stdout).unwrap().trim().to_owned();
+    let drv = Command::new("nix-store")
+        .args(["--query", "--deriver", &outside_out])
+        .output()
+        .unwrap();
+    let drv = String::from_utf8(drv.stdout).unwrap().trim().to_owned();
+    let again = BuildClient::new(channel.clone())
+        .build(BuildRequest {
+            target: Some(Target::Derivation(drv)),
+            attributes: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = refused(again).await;
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains(&outside_out), "{status:?}");
+    assert_eq!(
+        LogClient::new(channel.clone())
+            .head(HeadRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .size,
+        size_before
+    );
 
     // The Log API serves the statement's bundle once a checkpoint covers it.
     let mut log_client = LogClient::new(channel);
