@@ -356,6 +356,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Hook { socket, timeout } => {
             use provenix_worker::hook::{Client, request_from_env, socket_path};
             let (drv, outs) = request_from_env()?;
+            if let Some(drv) = &drv {
+                if provenix_worker::hook::env::fixed_output(drv) {
+                    eprintln!(
+                        "provenix-worker hook: {drv} is a fixed-output derivation: its outputs \
+                         are content-addressed and check themselves; not logged"
+                    );
+                    return Ok(());
+                }
+            }
             let socket = socket_path(socket);
             let mut client = Client::connect(&socket, std::time::Duration::from_secs(timeout))?;
             let ack = client.submit(drv.as_deref(), &outs)?;

@@ -259,16 +259,32 @@ fn the_hook_signs_only_outputs_this_nix_built_in_this_boot() {
     ));
     let fixed_out = &fixed[0].outs[0];
     let ca = nix_path_info(fixed_out)["ca"].as_str().unwrap().to_owned();
-    assert_refused(
-        &serve,
-        Some(&fixed[0].drv),
-        &[fixed_out],
-        &format!(
-            "refusing to sign {fixed_out}: it is content-addressed ({ca}): added or fetched, \
-             not built, and it checks itself"
-        ),
-        "fixed-output path",
+    // The daemon refuses it, asked directly ...
+    let before = serve.log_size();
+    let err = serve
+        .client()
+        .submit(Some(&fixed[0].drv), std::slice::from_ref(fixed_out))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the provenix daemon refused: refusing to sign {fixed_out}: it is content-addressed \
+             ({ca}): added or fetched, not built, and it checks itself"
+        )
     );
+    // ... and the hook does not ask, so Nix's build does not fail.
+    let out = hook(&serve.socket, Some(&fixed[0].drv), &[fixed_out]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "{} is a fixed-output derivation: its outputs are content-addressed and check \
+             themselves; not logged",
+            fixed[0].drv
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(serve.log_size(), before);
 
     // An output modified in the store after Nix registered it.
     let info = nix_path_info(d_out);
