@@ -256,11 +256,19 @@ impl Platform {
     }
 }
 
-/// A policy trusting the simulator's test roots and nothing else: what the
-/// worker's self-checks apply on the simulator when no policy is given.
+/// A policy trusting the simulator's test roots and nothing else, and
+/// pinning the simulator's launch measurement: what the worker's
+/// self-checks apply on the simulator when no policy is given.
 pub fn sim_policy() -> provenix_verifier::Policy {
     let mut policy = provenix_verifier::Policy::default();
     policy.trust_amd_roots = false;
+    policy.snp.measurements = Some(vec![provenix_verifier::Hex(
+        provenix_firmware::sim::SIM_MEASUREMENT,
+    )]);
+    // The simulator measures no real software (its launch digest is
+    // zeros): there is nothing to pin, and its test root already marks
+    // everything it signs as proving nothing about hardware.
+    policy.measurements = provenix_verifier::Measurements::Any;
     for (product, sha256) in provenix_firmware::sim::sim_ark_fingerprints() {
         policy.roots.push(provenix_verifier::RootPin {
             name: "provenix simulator (TEST ROOT)".into(),

@@ -25,6 +25,10 @@ use provenix_worker::hook::{self, Client, Request, Response, ServerOptions};
 use provenix_worker::platform::{Choice, sim_policy};
 use tokio::sync::watch;
 
+mod nixbuild;
+
+use nixbuild::Built;
+
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 const WORKER: &str = env!("CARGO_BIN_EXE_provenix-worker");
 
@@ -66,7 +70,8 @@ fn nix_usable(test: &str) -> bool {
     works
 }
 
-/// `nix-store --add` each path; their store paths.
+/// `nix-store --add` each path; their store paths. The daemon refuses
+/// to sign them (no deriver): what a path never submitted looks like.
 fn add_to_store(paths: &[PathBuf]) -> Vec<String> {
     let out = Command::new("nix-store")
         .arg("--add")
@@ -78,57 +83,52 @@ fn add_to_store(paths: &[PathBuf]) -> Vec<String> {
         "nix-store --add: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let added: Vec<String> = String::from_utf8(out.stdout)
+    String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .map(str::to_owned)
-        .collect();
-    assert_eq!(added.len(), paths.len());
-    added
+        .collect()
 }
 
-/// A store path that refers to another, through `builtins.toFile` (the
-/// only way to make references without a build): (referrer, dependency).
-fn add_with_reference(tag: &str) -> (String, String) {
+/// Outputs built by Nix, as the daemon signs only those.
+struct Sample {
+    /// A derivation with two outputs: `out`, a file, and `ref`, which
+    /// refers to `dep`.
+    multi: Built,
+    /// Its `out` and `ref` paths.
+    file: String,
+    referrer: String,
+    /// A derivation whose output is a directory with an executable, a
+    /// symlink and an empty subdirectory.
+    tree: Built,
+    /// The derivation `ref` refers to.
+    dep: Built,
+}
+
+fn sample_paths(tag: &str) -> Sample {
     let expr = format!(
-        r#"builtins.toFile "provenix-daemon-ref-{tag}" "uses ${{builtins.toFile "provenix-daemon-dep-{tag}" "dep {tag}"}}""#
+        r#"let
+  sh = args: name: extra: derivation ({{ inherit name; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" args ]; }} // extra);
+  dep = sh "echo dep {tag} > $out" "provenix-daemon-dep-{tag}" {{}};
+in [
+  (sh "echo a file {tag} > $out; echo uses ${{dep}} > $ref" "provenix-daemon-{tag}" {{ outputs = [ "out" "ref" ]; }})
+  (sh "/bin/mkdir -p $out/bin $out/empty; printf '#!/bin/sh\necho hi {tag}\n' > $out/bin/run; /bin/chmod 755 $out/bin/run; /bin/ln -s bin/run $out/link" "provenix-daemon-tree-{tag}" {{}})
+  dep
+]"#
     );
-    let out = Command::new("nix-instantiate")
-        .args(["--eval", "--read-write-mode", "-E", &expr])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "nix-instantiate: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let referrer = String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .trim_matches('"')
-        .to_owned();
-    let refs = Command::new("nix-store")
-        .args(["--query", "--references", &referrer])
-        .output()
-        .unwrap();
-    let dep = String::from_utf8(refs.stdout).unwrap().trim().to_owned();
-    (referrer, dep)
-}
-
-/// Test trees: a file, and a directory with an executable, a symlink and
-/// an empty subdirectory.
-fn sample_paths(dir: &Path, tag: &str) -> Vec<String> {
-    let file = dir.join(format!("provenix-daemon-file-{tag}"));
-    std::fs::write(&file, format!("a file {tag}\n")).unwrap();
-    let tree = dir.join(format!("provenix-daemon-tree-{tag}"));
-    std::fs::create_dir_all(tree.join("bin")).unwrap();
-    std::fs::create_dir_all(tree.join("empty")).unwrap();
-    let exe = tree.join("bin/run");
-    std::fs::write(&exe, "#!/bin/sh\necho hi\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::os::unix::fs::symlink("bin/run", tree.join("link")).unwrap();
-    add_to_store(&[file, tree])
+    let built = nixbuild::build(&expr);
+    let [multi, tree, dep] = built.as_slice() else {
+        panic!("{built:?}")
+    };
+    let referrer = multi.outs.iter().find(|o| o.ends_with("-ref")).unwrap();
+    let file = multi.outs.iter().find(|o| !o.ends_with("-ref")).unwrap();
+    Sample {
+        file: file.clone(),
+        referrer: referrer.clone(),
+        multi: multi.clone(),
+        tree: tree.clone(),
+        dep: dep.clone(),
+    }
 }
 
 /// Nix's own NAR hash and size of a store path (`nix path-info --json`),
@@ -197,7 +197,7 @@ struct Daemon {
 impl Daemon {
     async fn start(config: Config, socket: &Path, options: ServerOptions) -> Daemon {
         let worker = Worker::start(config).await.unwrap();
-        let listener = hook::bind(socket, false).unwrap();
+        let listener = hook::bind(socket, None).unwrap();
         let (stop, stopped) = watch::channel(false);
         let server = tokio::spawn(hook::serve(worker.clone(), listener, options, stopped));
         Daemon {
@@ -252,8 +252,9 @@ async fn submissions_through_the_library_and_the_hook_yield_verifying_bundles() 
     }
     let dir = scratch("submit");
     let tag = format!("{}-{}", std::process::id(), now());
-    let paths = sample_paths(&dir, &tag);
-    let (referrer, dep) = add_with_reference(&tag);
+    let sample = sample_paths(&tag);
+    let (referrer, dep) = (sample.referrer.clone(), sample.dep.outs[0].clone());
+    let paths = [sample.file.clone(), sample.tree.outs[0].clone()];
     let socket = dir.join("hook.sock");
     let daemon = Daemon::start(
         config(&dir.join("state")),
@@ -265,7 +266,7 @@ async fn submissions_through_the_library_and_the_hook_yield_verifying_bundles() 
 
     // Through the library: the daemon's hash is Nix's, the references are
     // Nix's, the bundle verifies.
-    let drv = "/nix/store/c5nnsglx5dah8j11w7hidzifnvnjwlr2-provenix-daemon.drv";
+    let drv = sample.multi.drv.as_str();
     let done = worker
         .submit(Some(drv.into()), vec![paths[0].clone(), referrer.clone()])
         .await
@@ -298,12 +299,15 @@ async fn submissions_through_the_library_and_the_hook_yield_verifying_bundles() 
         Subject::StorePath(paths[0].clone())
     );
 
-    // Through the hook binary, as Nix runs it.
-    let (code, stdout, stderr) =
-        run_hook(&socket, Some(drv), &format!("{} {}", paths[1], dep)).await;
-    assert_eq!(code, 0, "{stderr}");
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 2, "{stdout}");
+    // Through the hook binary, as Nix runs it: once per derivation.
+    let mut lines = Vec::new();
+    for built in [&sample.tree, &sample.dep] {
+        let (code, stdout, stderr) =
+            run_hook(&socket, Some(&built.drv), &built.outs.join(" ")).await;
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(stdout.lines().count(), 1, "{stdout}");
+        lines.push(stdout.trim().to_owned());
+    }
     let key = hex::encode(worker.public_key());
     for (line, path) in lines.iter().zip([&paths[1], &dep]) {
         let fields: Vec<&str> = line.split(' ').collect();
@@ -363,7 +367,9 @@ async fn submissions_through_the_library_and_the_hook_yield_verifying_bundles() 
         );
     }
     // A path never submitted: no bundle, a non-zero exit.
-    let (h1, _) = add_with_reference(&format!("{tag}-unsubmitted"));
+    let unsubmitted = dir.join(format!("provenix-daemon-unsubmitted-{tag}"));
+    std::fs::write(&unsubmitted, &tag).unwrap();
+    let h1 = add_to_store(&[unsubmitted]).remove(0);
     let refused = Command::new(WORKER)
         .arg("export")
         .arg("--socket")
@@ -445,14 +451,18 @@ async fn hostile_socket_input_is_refused_and_the_daemon_keeps_serving() {
     }
     let dir = scratch("hostile");
     let tag = format!("{}-{}", std::process::id(), now());
-    let paths = sample_paths(&dir, &tag);
+    let sample = sample_paths(&tag);
     let socket = dir.join("hook.sock");
     let options = ServerOptions {
         idle_timeout: Duration::from_millis(300),
+        // This test opens 64 connections from one process at once.
+        max_per_peer: 128,
         ..ServerOptions::default()
     };
     let daemon = Daemon::start(config(&dir.join("state")), &socket, options).await;
-    let good = paths[0].clone();
+    let good = sample.tree.outs[0].clone();
+    let good_drv = sample.tree.drv.clone();
+    let other_drv = sample.dep.drv.clone();
 
     let socket2 = socket.clone();
     tokio::task::spawn_blocking(move || {
@@ -531,10 +541,24 @@ async fn hostile_socket_input_is_refused_and_the_daemon_keeps_serving() {
             ),
             (
                 Request::Submit {
-                    drv: None,
+                    drv: Some(good_drv.clone()),
                     outs: vec!["/nix/store/00000000000000000000000000000000-nope".into()],
                 },
-                "hashing",
+                "it is not valid in the Nix store",
+            ),
+            (
+                Request::Submit {
+                    drv: None,
+                    outs: vec![good.clone()],
+                },
+                "no derivation is named",
+            ),
+            (
+                Request::Submit {
+                    drv: Some(other_drv.clone()),
+                    outs: vec![good.clone()],
+                },
+                "Nix registered it as built from",
             ),
             (
                 Request::Export {
@@ -548,13 +572,16 @@ async fn hostile_socket_input_is_refused_and_the_daemon_keeps_serving() {
         }
         // A client that tries to send a hash is told the field is unknown.
         let mut with_hash = Request::Submit {
-            drv: None,
+            drv: Some(good_drv.clone()),
             outs: vec![good.clone()],
         }
         .encode();
-        with_hash[0] += 1; // one more map entry
+        with_hash[0] += 1; // one more map entry, last in key order
         with_hash.extend(b"\x66sha256\x41\x00");
-        assert_error(exchange(&mut s, &frame(&with_hash)), "unknown field");
+        assert_error(
+            exchange(&mut s, &frame(&with_hash)),
+            "unknown or out-of-order key \"sha256\"",
+        );
 
         // A length over the limit: an error, then the connection closes.
         let mut s = connect(&socket);
@@ -585,7 +612,9 @@ async fn hostile_socket_input_is_refused_and_the_daemon_keeps_serving() {
 
         // After all of it, a real submission still works.
         let mut client = Client::connect(&socket, Duration::from_secs(20)).unwrap();
-        let ack = client.submit(None, std::slice::from_ref(&good)).unwrap();
+        let ack = client
+            .submit(Some(&good_drv), std::slice::from_ref(&good))
+            .unwrap();
         assert_eq!(ack.indices.len(), 1);
         assert!(client.export(&good).is_ok());
     })
@@ -594,7 +623,7 @@ async fn hostile_socket_input_is_refused_and_the_daemon_keeps_serving() {
 
     // A uid that is not allowed is refused before anything is read.
     let other = dir.join("other.sock");
-    let listener = hook::bind(&other, true).unwrap();
+    let listener = hook::bind(&other, None).unwrap();
     let (stop, stopped) = watch::channel(false);
     let server = tokio::spawn(hook::serve(
         daemon.worker.clone(),
@@ -606,7 +635,7 @@ async fn hostile_socket_input_is_refused_and_the_daemon_keeps_serving() {
         stopped,
     ));
     let other2 = other.clone();
-    let good2 = paths[1].clone();
+    let good2 = sample.file.clone();
     tokio::task::spawn_blocking(move || {
         let mut client = Client::connect(&other2, Duration::from_secs(20)).unwrap();
         let err = client.submit(None, &[good2]).unwrap_err();
@@ -618,9 +647,9 @@ async fn hostile_socket_input_is_refused_and_the_daemon_keeps_serving() {
     server.await.unwrap();
 
     // A second daemon on a live socket is refused; so is a non-socket.
-    assert!(hook::bind(&socket, false).is_err());
+    assert!(hook::bind(&socket, None).is_err());
     std::fs::write(dir.join("file"), b"x").unwrap();
-    assert!(hook::bind(&dir.join("file"), false).is_err());
+    assert!(hook::bind(&dir.join("file"), None).is_err());
     daemon.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -632,7 +661,9 @@ async fn a_restart_is_a_new_identity_and_old_logs_stay_verifiable() {
     }
     let dir = scratch("restart");
     let tag = format!("{}-{}", std::process::id(), now());
-    let paths = sample_paths(&dir, &tag);
+    let sample = sample_paths(&tag);
+    let paths = [sample.tree.outs[0].clone()];
+    let drv = Some(sample.tree.drv.clone());
     let state = dir.join("state");
 
     let first = Worker::start(config(&state)).await.unwrap();
@@ -641,7 +672,10 @@ async fn a_restart_is_a_new_identity_and_old_logs_stay_verifiable() {
         Worker::start(config(&state)).await,
         Err(DaemonError::Locked(_))
     ));
-    let a = first.submit(None, vec![paths[0].clone()]).await.unwrap();
+    let a = first
+        .submit(drv.clone(), vec![paths[0].clone()])
+        .await
+        .unwrap();
     let key_a = *first.public_key();
     first.shutdown().await.unwrap();
     // The clean stop left a last checkpoint covering everything.
@@ -649,7 +683,12 @@ async fn a_restart_is_a_new_identity_and_old_logs_stay_verifiable() {
         first.current_log().latest_checkpoint().unwrap().size,
         first.head().size
     );
-    assert!(first.submit(None, vec![paths[0].clone()]).await.is_err());
+    assert!(
+        first
+            .submit(drv.clone(), vec![paths[0].clone()])
+            .await
+            .is_err()
+    );
     drop(first);
 
     let second = Worker::start(config(&state)).await.unwrap();
@@ -676,7 +715,10 @@ async fn a_restart_is_a_new_identity_and_old_logs_stay_verifiable() {
         bundle
     );
     // New statements go to the new log; the newest statement of a path wins.
-    let b = second.submit(None, vec![paths[0].clone()]).await.unwrap();
+    let b = second
+        .submit(drv.clone(), vec![paths[0].clone()])
+        .await
+        .unwrap();
     assert_eq!(b[0].worker_key, *second.public_key());
     let newest = second
         .bundle(BundleFor::StorePath(paths[0].clone()))
@@ -702,7 +744,8 @@ async fn concurrent_submissions_are_group_committed() {
     }
     let dir = scratch("group");
     let tag = format!("{}-{}", std::process::id(), now());
-    let paths = sample_paths(&dir, &tag);
+    let sample = sample_paths(&tag);
+    let built = [sample.tree.clone(), sample.dep.clone()];
     let mut c = config(&dir.join("state"));
     // A small queue: submitters wait for room instead of piling up.
     c.queue_depth = 2;
@@ -710,8 +753,10 @@ async fn concurrent_submissions_are_group_committed() {
     let mut tasks = Vec::new();
     for i in 0..200 {
         let w = worker.clone();
-        let p = paths[i % 2].clone();
-        tasks.push(tokio::spawn(async move { w.submit(None, vec![p]).await }));
+        let b = built[i % 2].clone();
+        tasks.push(tokio::spawn(
+            async move { w.submit(Some(b.drv), b.outs).await },
+        ));
     }
     let mut indices = Vec::new();
     for t in tasks {
@@ -761,7 +806,9 @@ fn outputs_acknowledged_after_the_last_checkpoint_are_logged_again() {
     }
     let dir = scratch("relog");
     let tag = format!("{}-{}", std::process::id(), now());
-    let paths = sample_paths(&dir, &tag);
+    let sample = sample_paths(&tag);
+    let paths = vec![sample.file.clone(), sample.referrer.clone()];
+    let drv = Some(sample.multi.drv.clone());
     let state = dir.join("state");
     // A worker that never checkpoints, "killed": its runtime is dropped,
     // so no last checkpoint is made.
@@ -771,7 +818,7 @@ fn outputs_acknowledged_after_the_last_checkpoint_are_logged_again() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (first, acked) = runtime.block_on(async {
         let w = Worker::start(c).await.unwrap();
-        let acked = w.submit(None, paths.clone()).await.unwrap();
+        let acked = w.submit(drv, paths.clone()).await.unwrap();
         (w, acked)
     });
     let key_a = *first.public_key();
