@@ -259,6 +259,9 @@ impl Platform {
 /// A policy trusting the simulator's test roots and nothing else, and
 /// pinning the simulator's launch measurement: what the worker's
 /// self-checks apply on the simulator when no policy is given.
+// `Policy` has private fields, so struct-update syntax is not available
+// outside the verifier.
+#[allow(clippy::field_reassign_with_default)]
 pub fn sim_policy() -> provenix_verifier::Policy {
     let mut policy = provenix_verifier::Policy::default();
     policy.trust_amd_roots = false;
