@@ -179,7 +179,7 @@ fn challenge(
 ) -> Result<Outcome> {
     let roots = read_certs(ek_ca)?;
     let intermediates = read_certs(ek_intermediates)?;
-    let bytes = super::read(request)?;
+    let bytes = crate::input::read(request, crate::input::SMALL)?;
     let made = AkRequest::from_json(&bytes).and_then(|request| {
         make_challenge(
             &request,
@@ -216,16 +216,18 @@ fn finish(
     at: i64,
 ) -> Result<Outcome> {
     let ca = read_one_cert(ca_cert)?;
-    let ca_key_pem = String::from_utf8(super::read(ca_key)?)
+    let ca_key_pem = String::from_utf8(crate::input::read(ca_key, crate::input::SMALL)?)
         .with_context(|| format!("{}: not a PEM file", ca_key.display()))?;
-    let state = match EnrollmentState::from_json(&super::read(state_path)?) {
-        Ok(s) => s,
-        Err(e) => return Ok(Err(in_file(state_path, e))),
-    };
-    let response = match AkResponse::from_json(&super::read(response_path)?) {
-        Ok(r) => r,
-        Err(e) => return Ok(Err(in_file(response_path, e))),
-    };
+    let state =
+        match EnrollmentState::from_json(&crate::input::read(state_path, crate::input::SMALL)?) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(in_file(state_path, e))),
+        };
+    let response =
+        match AkResponse::from_json(&crate::input::read(response_path, crate::input::SMALL)?) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(in_file(response_path, e))),
+        };
     let activated = match finish_enrollment(&state, &response, at) {
         Ok(a) => a,
         Err(e) => return Ok(Err(e)),
@@ -272,7 +274,7 @@ fn finish(
 fn verify(ak_cert: &Path, ca: &[PathBuf], ak_public: &Path, at: i64) -> Result<Outcome> {
     let roots = read_certs(ca)?;
     let chain = read_certs(std::slice::from_ref(&ak_cert.to_path_buf()))?;
-    let bytes = super::read(ak_public)?;
+    let bytes = crate::input::read(ak_public, crate::input::SMALL)?;
     let public = if bytes.first() == Some(&b'{') {
         AkRequest::from_json(&bytes).and_then(|r| Ok(Public::from_bytes(&r.ak_public)?))
     } else {
@@ -317,7 +319,7 @@ fn read_certs(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     for path in paths {
         out.extend(
-            certificates_from_pem_or_der(&super::read(path)?)
+            certificates_from_pem_or_der(&crate::input::read(path, crate::input::CERTIFICATES)?)
                 .with_context(|| format!("{}", path.display()))?,
         );
     }

@@ -155,13 +155,7 @@ pub(crate) fn proofs<'a>(
     paths.sort();
     let mut files = Vec::new();
     for path in paths {
-        let meta =
-            std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        if meta.len() > u64::try_from(ConsistencyProof::MAX_LEN).unwrap_or(u64::MAX) {
-            bail!("{}: too large for a consistency proof", path.display());
-        }
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = crate::input::read(&path, crate::input::CONSISTENCY)?;
         files.push(ConsistencyProof::parse(&bytes).with_context(|| path.display().to_string())?);
     }
     Ok(Proofs {

@@ -11,11 +11,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use base64::Engine as _;
 use clap::Subcommand;
 use provenix_verifier::slsa::{ExportError, export_slsa};
-use provenix_verifier::{MAX_BUNDLE_SIZE, Policy, Verifier};
+use provenix_verifier::{Subject, verify_bundle};
 use ring::signature::Ed25519KeyPair;
 
 #[derive(Subcommand)]
@@ -38,6 +38,9 @@ pub(crate) enum ExportCommand {
         /// The Ed25519 signing key, PKCS#8 (DER, or PEM "PRIVATE KEY").
         #[arg(long)]
         key: PathBuf,
+        /// An AMD CRL (DER or PEM) to honour; may be repeated.
+        #[arg(long)]
+        crl: Vec<PathBuf>,
     },
 }
 
@@ -49,18 +52,50 @@ pub(crate) fn run(cmd: ExportCommand) -> Result<ExitCode> {
             policy,
             at,
             key,
+            crl,
         } => {
-            let policy = match &policy {
-                Some(path) => {
-                    super::read(path)?;
-                    Policy::load(path)?
-                }
-                None => Policy::default(),
-            };
-            let verifier = Verifier::new(policy.anchors()?);
+            let policy = crate::input::policy(policy.as_deref())?;
+            // One bundle, no checkpoint memory: `provenix verify` applies
+            // `[checkpoint]`; export refuses a policy that relies on it.
+            policy.check_applicable(
+                "export slsa",
+                &[
+                    "trust_amd_roots",
+                    "roots",
+                    "measurements",
+                    "snp",
+                    "tpm",
+                    "threshold",
+                ],
+            )?;
+            let verifier = crate::verifier_with_crls(&policy, &crl)?;
             let at = at.unwrap_or_else(|| time::OffsetDateTime::now_utc().unix_timestamp());
             let signer = load_key(&key)?;
-            let bytes = read_bundle(&bundle)?;
+            let bytes = crate::input::read(&bundle, crate::input::BUNDLE)?;
+            // The same decision `provenix verify --bundle` makes: accepted
+            // commits, named builders and M of N apply to an export too.
+            let outcome = verify_bundle(&bytes, &verifier, &policy, at);
+            let subject = match &outcome {
+                Ok(v) => v.statement().subject.clone(),
+                Err(_) => Subject::File(bundle.display().to_string()),
+            };
+            let decision = policy.decide(
+                &subject,
+                None,
+                vec![(bundle.display().to_string(), outcome)],
+            );
+            if !decision.accepted() {
+                println!("{}: REJECTED", bundle.display());
+                for e in decision.excluded() {
+                    for why in &e.reasons {
+                        println!("  - {why}");
+                    }
+                }
+                for r in decision.reasons() {
+                    println!("  - {r}");
+                }
+                return Ok(ExitCode::from(1));
+            }
             match export_slsa(&bytes, &verifier, &policy, at, &signer) {
                 Ok(mut envelope) => {
                     envelope.push(b'\n');
@@ -85,22 +120,9 @@ pub(crate) fn run(cmd: ExportCommand) -> Result<ExitCode> {
     }
 }
 
-fn read_bundle(path: &Path) -> Result<Vec<u8>> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if meta.len() > u64::try_from(MAX_BUNDLE_SIZE)? {
-        bail!(
-            "{}: {} bytes exceeds the limit of {MAX_BUNDLE_SIZE}",
-            path.display(),
-            meta.len()
-        );
-    }
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-}
-
 /// An Ed25519 key from PKCS#8 v1 or v2, DER or PEM.
 fn load_key(path: &Path) -> Result<Ed25519KeyPair> {
-    let bytes = super::read(path)?;
+    let bytes = crate::input::read(path, crate::input::SMALL)?;
     let der = match std::str::from_utf8(&bytes) {
         Ok(text) if text.contains("-----BEGIN") => {
             let body: String = text

@@ -15,6 +15,7 @@ use provenix_verifier::{Crl, Error, Policy, Verifier};
 mod ak_cli;
 mod checkpoints;
 mod export;
+mod input;
 mod measure;
 mod report;
 mod show;
@@ -39,26 +40,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Verify a bundle offline: the statement's signature, its binding to
-    /// hardware evidence, the evidence against the policy, and (with
-    /// --artifact) that the artifact is the one the statement names.
-    /// Exit 0 accepted, 1 rejected, 2 error.
-    VerifyBundle {
-        /// The bundle (`<artifact>.provenix`).
-        bundle: PathBuf,
-        /// The artifact the statement must describe.
-        #[arg(long)]
-        artifact: Option<PathBuf>,
-        /// The policy (TOML; see docs/policy.md).
-        #[arg(long)]
-        policy: Option<PathBuf>,
-        /// Verification time: RFC 3339, YYYY-MM-DD or @UNIX-SECONDS.
-        #[arg(long, value_parser = parse_time)]
-        at: Option<i64>,
-        /// Print JSON for machines.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Verify one bundle offline and decide on its subject under the
+    /// policy: `provenix verify --bundle BUNDLE`, the same checks and the
+    /// same verdict. Exit 0 accepted, 1 rejected, 2 error.
+    VerifyBundle(verify::BundleArgs),
     /// Authenticate an SEV-SNP report to AMD's roots and appraise it against a
     /// policy. Exit 0 accepted, 1 rejected, 2 error.
     VerifyReport {
@@ -76,8 +61,9 @@ enum Command {
         /// the VCEK/VLEK and chain, as the host supplied them.
         #[arg(long)]
         certs: Option<PathBuf>,
-        /// The policy (TOML; see docs/policy.md). Default: AMD roots, no
-        /// debug, no migration agent.
+        /// The policy (TOML; see docs/policy.md). Without one, the report
+        /// is only authenticated (AMD's roots, signature, TCB, chip), not
+        /// appraised, and the exit code is 3.
         #[arg(long)]
         policy: Option<PathBuf>,
         /// An AMD CRL (DER or PEM) to honour; may be repeated.
@@ -141,45 +127,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::VerifyBundle {
-            bundle,
-            artifact,
-            policy,
-            at,
-            json,
-        } => {
-            let policy = match &policy {
-                Some(path) => {
-                    read(path)?;
-                    Policy::load(path)?
-                }
-                None => Policy::default(),
-            };
-            let verifier = Verifier::new(policy.anchors()?);
-            let at = at.unwrap_or_else(|| time::OffsetDateTime::now_utc().unix_timestamp());
-            let bytes = read(&bundle)?;
-            let digest = match &artifact {
-                Some(path) => Some(sha256_file(path)?),
-                None => None,
-            };
-            let outcome = provenix_verifier::verify_bundle(&bytes, &verifier, &policy, at)
-                .map_err(|e| e.to_string())
-                .and_then(|v| match digest {
-                    Some((sha, size)) if sha != v.statement().sha256 || size != v.statement().size => Err(format!(
-                        "the artifact (sha256:{}, {size} bytes) is not the statement's subject (sha256:{}, {} bytes)",
-                        hex::encode(sha),
-                        hex::encode(v.statement().sha256),
-                        v.statement().size
-                    )),
-                    _ => Ok(v),
-                });
-            show::print_bundle_verdict(&bundle, &outcome, json)?;
-            Ok(if outcome.is_ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        Command::VerifyBundle(args) => verify::run(args.into()),
         Command::VerifyReport {
             report,
             vcek,
@@ -190,29 +138,42 @@ fn run(cli: Cli) -> Result<ExitCode> {
             at,
             json,
         } => {
-            let policy = match &policy {
-                Some(path) => {
-                    read(path)?; // the size limit and a clear message for a missing file
-                    Policy::load(path)?
+            let loaded = policy.as_deref().map(Policy::load).transpose()?;
+            if let Some(p) = &loaded {
+                // A report has no statement: accepted commits can only
+                // choose among reference-value manifests.
+                let mut applies = vec!["trust_amd_roots", "roots", "measurements", "snp"];
+                if p.snp.reference_values.is_empty() && p.sets("snp.accepted_commits") {
+                    applies.retain(|a| *a != "snp");
+                    applies.extend(SNP_REPORT_KEYS);
                 }
-                None => Policy::default(),
-            };
-            let mut verifier = Verifier::new(policy.anchors()?);
-            for path in &crl {
-                verifier.add_crl(
-                    Crl::from_bytes(&read(path)?).with_context(|| format!("{}", path.display()))?,
-                );
+                p.check_applicable("verify-report", &applies)?;
             }
-            let at = match at {
-                Some(t) => t,
-                None => time::OffsetDateTime::now_utc().unix_timestamp(),
-            };
+            let appraised = loaded.is_some();
+            let policy = loaded.unwrap_or_default();
+            let verifier = verifier_with_crls(&policy, &crl)?;
+            let at = at.unwrap_or_else(|| time::OffsetDateTime::now_utc().unix_timestamp());
             let (vek, chain) = gather_certs(vcek.as_deref(), chain.as_deref(), certs.as_deref())?;
-            let bytes = read(&report)?;
-            let outcome = verify(&verifier, &policy, &bytes, &vek, &chain, at);
-            show::print_verdict(verifier.anchors(), &report, &outcome, at, json)?;
+            let bytes = input::read(&report, input::REPORT)?;
+            let outcome = verify(
+                &verifier,
+                appraised.then_some(&policy),
+                &bytes,
+                &vek,
+                &chain,
+                at,
+            );
+            show::print_verdict(
+                verifier.anchors(),
+                &report,
+                &outcome,
+                policy.measurements == provenix_verifier::Measurements::Any,
+                at,
+                json,
+            )?;
             Ok(match outcome {
-                Ok(_) => ExitCode::SUCCESS,
+                Ok(Verdict::Accepted(_)) => ExitCode::SUCCESS,
+                Ok(Verdict::Authentic(_)) => ExitCode::from(3),
                 Err(_) => ExitCode::from(1),
             })
         }
@@ -222,6 +183,54 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export { what } => export::run(what),
         Command::Ak { what } => ak_cli::run(what),
     }
+}
+
+/// The `[snp]` keys that check a report's own fields (all but
+/// `accepted_commits`, which needs a statement or manifests).
+const SNP_REPORT_KEYS: [&str; 20] = [
+    "snp.allow_debug",
+    "snp.allow_migrate_ma",
+    "snp.allow_smt",
+    "snp.require_single_socket",
+    "snp.max_vmpl",
+    "snp.min_abi",
+    "snp.min_build",
+    "snp.products",
+    "snp.signers",
+    "snp.min_tcb",
+    "snp.measurements",
+    "snp.host_data",
+    "snp.report_data",
+    "snp.id_key_digests",
+    "snp.author_key_digests",
+    "snp.min_guest_svn",
+    "snp.family_id",
+    "snp.image_id",
+    "snp.chip_ids",
+    "snp.reference_values",
+];
+
+/// A verifier for the policy's trust anchors that honours the CRLs given
+/// with `--crl` (DER or PEM): every command that verifies SEV-SNP evidence
+/// takes them.
+pub(crate) fn verifier_with_crls(policy: &Policy, crls: &[PathBuf]) -> Result<Verifier> {
+    let mut verifier = Verifier::new(policy.anchors()?);
+    for path in crls {
+        verifier.add_crl(
+            Crl::from_bytes(&input::read(path, input::CRL)?)
+                .with_context(|| format!("{}", path.display()))?,
+        );
+    }
+    Ok(verifier)
+}
+
+/// What `verify-report` found, when the report is authentic.
+pub(crate) enum Verdict {
+    /// Authentic and appraised against the policy.
+    Accepted(provenix_verifier::VerifiedReport),
+    /// Authentic; no policy was given, so nothing says whether the
+    /// software it measured is acceptable.
+    Authentic(provenix_verifier::AuthenticatedReport),
 }
 
 /// Why a report was not accepted.
@@ -234,12 +243,12 @@ pub(crate) enum Refusal {
 
 fn verify(
     verifier: &Verifier,
-    policy: &Policy,
+    policy: Option<&Policy>,
     bytes: &[u8],
     vek: &Option<Vec<u8>>,
     chain: &[Vec<u8>],
     at: i64,
-) -> Result<provenix_verifier::VerifiedReport, Refusal> {
+) -> Result<Verdict, Refusal> {
     let report = decode_report(bytes)
         .map_err(Error::from)
         .map_err(Refusal::Authentication)?;
@@ -249,7 +258,13 @@ fn verify(
     let auth = verifier
         .authenticate(&report, vek, chain, at)
         .map_err(Refusal::Authentication)?;
-    policy.appraise(auth).map_err(Refusal::Policy)
+    match policy {
+        Some(policy) => policy
+            .appraise(auth)
+            .map(Verdict::Accepted)
+            .map_err(Refusal::Policy),
+        None => Ok(Verdict::Authentic(auth)),
+    }
 }
 
 /// An endorsement key (if any was given) and the chain offered with it.
@@ -265,8 +280,8 @@ fn gather_certs(
     let mut vek = None;
     let mut links = Vec::new();
     if let Some(path) = certs {
-        let table =
-            CertTable::from_bytes(&read(path)?).with_context(|| format!("{}", path.display()))?;
+        let table = CertTable::from_bytes(&input::read(path, input::CERT_TABLE)?)
+            .with_context(|| format!("{}", path.display()))?;
         vek = table
             .get(CertKind::Vcek)
             .or(table.get(CertKind::Vlek))
@@ -278,8 +293,11 @@ fn gather_certs(
         }
     }
     if let Some(path) = vcek {
-        let mut ders = provenix_verifier::certificates_from_pem_or_der(&read(path)?)
-            .with_context(|| format!("{}", path.display()))?;
+        let mut ders = provenix_verifier::certificates_from_pem_or_der(&input::read(
+            path,
+            input::CERTIFICATES,
+        )?)
+        .with_context(|| format!("{}", path.display()))?;
         if ders.len() != 1 {
             bail!(
                 "{}: expected one certificate, found {}",
@@ -290,31 +308,17 @@ fn gather_certs(
         vek = ders.pop();
     }
     if let Some(path) = chain {
-        links = provenix_verifier::certificates_from_pem_or_der(&read(path)?)
-            .with_context(|| format!("{}", path.display()))?;
+        links = provenix_verifier::certificates_from_pem_or_der(&input::read(
+            path,
+            input::CERTIFICATES,
+        )?)
+        .with_context(|| format!("{}", path.display()))?;
     }
     Ok((vek, links))
 }
 
-/// Largest file read: a report as hex with whitespace is under 4 KiB; a
-/// certificate table or CRL under 1 MiB.
-const MAX_INPUT: u64 = 1 << 20;
-
-fn read(path: &Path) -> Result<Vec<u8>> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if meta.len() > MAX_INPUT {
-        bail!(
-            "{}: {} bytes exceeds the limit of {MAX_INPUT}",
-            path.display(),
-            meta.len()
-        );
-    }
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-}
-
 fn read_report(path: &Path) -> Result<AttestationReport> {
-    let bytes = read(path)?;
+    let bytes = input::read(path, input::REPORT)?;
     decode_report(&bytes).with_context(|| format!("{}", path.display()))
 }
 
@@ -335,29 +339,6 @@ fn decode_report(bytes: &[u8]) -> Result<AttestationReport, provenix_firmware::E
         }
     }
     AttestationReport::from_bytes(bytes)
-}
-
-/// SHA-256 and size of a file, streamed.
-fn sha256_file(path: &Path) -> Result<([u8; 32], u64)> {
-    use std::io::Read;
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        ctx.update(buf.get(..n).unwrap_or_default());
-        size = size.saturating_add(u64::try_from(n)?);
-    }
-    let mut sha = [0u8; 32];
-    sha.copy_from_slice(ctx.finish().as_ref());
-    Ok((sha, size))
 }
 
 fn parse_time(s: &str) -> Result<i64, String> {

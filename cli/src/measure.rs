@@ -287,7 +287,7 @@ fn replay_bytes(log: &[u8]) -> Result<BTreeMap<HashAlg, BTreeMap<u32, Vec<u8>>>,
 
 fn tpm(a: &TpmArgs) -> Result<()> {
     use provenix_measurements::tpm::{self, Boot, Machine, QemuVm};
-    let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let read = |p: &Path| crate::input::read(p, crate::input::BOOT_ARTIFACT);
     let bank = HashAlg::from_name(&a.bank).context("unknown bank")?;
     let golden = match &a.golden_log {
         Some(p) => Some(

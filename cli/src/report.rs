@@ -14,8 +14,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use provenix_verifier::{
-    Builders, BundleVerifier, CertRole, MAX_BUNDLE_SIZE, Policy, Subject, VerifiedBundle,
-    VerifiedEvidence, Verifier,
+    Builders, BundleVerifier, CertRole, Policy, Subject, VerifiedBundle, VerifiedEvidence,
 };
 use serde_json::{Value, json};
 
@@ -39,6 +38,9 @@ pub(crate) struct ReportArgs {
     /// `provenix-worker export` writes), with their subdirectories.
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
+    /// An AMD CRL (DER or PEM) to honour; may be repeated.
+    #[arg(long)]
+    crl: Vec<PathBuf>,
     /// The policy (TOML; see docs/policy.md).
     #[arg(long)]
     policy: Option<PathBuf>,
@@ -135,11 +137,22 @@ impl Output {
 }
 
 pub(crate) fn run(args: ReportArgs) -> Result<ExitCode> {
-    let policy = match &args.policy {
-        Some(path) => Policy::load(path)?,
-        None => Policy::default(),
-    };
-    let verifier = Verifier::new(policy.anchors()?);
+    let policy = crate::input::policy(args.policy.as_deref())?;
+    // A report groups every verified builder; it decides nothing, so M
+    // and the notion of distinct (it shows chips) are `verify`'s keys.
+    policy.check_applicable(
+        "report",
+        &[
+            "trust_amd_roots",
+            "roots",
+            "measurements",
+            "snp",
+            "tpm",
+            "checkpoint",
+            "threshold.builders",
+        ],
+    )?;
+    let verifier = crate::verifier_with_crls(&policy, &args.crl)?;
     let at = args
         .at
         .unwrap_or_else(|| time::OffsetDateTime::now_utc().unix_timestamp());
@@ -171,6 +184,14 @@ pub(crate) fn run(args: ReportArgs) -> Result<ExitCode> {
     let mut refused = Vec::new();
     for (source, outcome) in outcomes {
         match outcome {
+            Ok(v) if !policy.ineligible(&v).is_empty() => {
+                let why: Vec<String> = policy
+                    .ineligible(&v)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                refused.push((source, why.join("; ")));
+            }
             Ok(v) => {
                 let s = v.statement();
                 let outputs = derivations.entry(s.deriver.clone()).or_default();
@@ -252,17 +273,7 @@ fn collect(
 }
 
 fn read_bundle(path: &Path) -> Result<Vec<u8>> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let limit = u64::try_from(MAX_BUNDLE_SIZE).unwrap_or(u64::MAX);
-    if meta.len() > limit {
-        bail!(
-            "{}: {} bytes exceeds the bundle limit of {limit}",
-            path.display(),
-            meta.len()
-        );
-    }
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    crate::input::read(path, crate::input::BUNDLE)
 }
 
 fn entry(policy: &Policy, bundle: String, v: &VerifiedBundle) -> Entry {

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use provenix_firmware::snp::{AttestationReport, PlatformInfo, TcbVersion};
-use provenix_verifier::{TrustAnchors, VerifiedReport};
+use provenix_verifier::TrustAnchors;
 use serde_json::{Value, json};
 
 use crate::Refusal;
@@ -180,14 +180,17 @@ pub(crate) fn report_text(r: &AttestationReport) -> String {
     out
 }
 
-/// Print the verdict: one line, then every reason on rejection.
+/// Print `verify-report`'s verdict. `any_measurement`: the policy accepts
+/// any measured software (`measurements = "any"`), which the verdict says.
 pub(crate) fn print_verdict(
     anchors: &TrustAnchors,
     path: &Path,
-    outcome: &Result<VerifiedReport, Refusal>,
+    outcome: &Result<crate::Verdict, Refusal>,
+    any_measurement: bool,
     at: i64,
     json: bool,
 ) -> anyhow::Result<()> {
+    use crate::Verdict;
     let name = path.display();
     let root_name = |fp: &[u8; 32]| {
         anchors
@@ -196,49 +199,56 @@ pub(crate) fn print_verdict(
             .find(|r| r.fingerprint == *fp)
             .map_or_else(String::new, |r| r.source.clone())
     };
+    let authentic = match outcome {
+        Ok(Verdict::Accepted(v)) => Some((v.authenticated(), "accepted")),
+        Ok(Verdict::Authentic(a)) => Some((a, "authentic_not_appraised")),
+        Err(_) => None,
+    };
     if json {
-        let value = match outcome {
-            Ok(v) => {
-                let a = v.authenticated();
-                json!({
-                    "subject": name.to_string(),
-                    "verdict": "accepted",
-                    "at": at,
-                    "product": a.product().name(),
-                    "signer": a.signer().to_string(),
-                    "root": {"sha256": hex::encode(a.root_fingerprint()), "name": root_name(a.root_fingerprint())},
-                    "vek_sha256": hex::encode(a.vek_fingerprint()),
-                    "measurement": hex::encode(v.report().measurement()),
-                    "report_data": hex::encode(v.report().report_data()),
-                    "reasons": [],
-                })
-            }
-            Err(Refusal::Authentication(e)) => json!({
+        let value = match (outcome, authentic) {
+            (Ok(_), Some((a, verdict))) => json!({
+                "subject": name.to_string(),
+                "verdict": verdict,
+                "at": at,
+                "product": a.product().name(),
+                "signer": a.signer().to_string(),
+                "root": {"sha256": hex::encode(a.root_fingerprint()), "name": root_name(a.root_fingerprint())},
+                "vek_sha256": hex::encode(a.vek_fingerprint()),
+                "measurement": hex::encode(a.report().measurement()),
+                "measurement_appraised": verdict == "accepted" && !any_measurement,
+                "report_data": hex::encode(a.report().report_data()),
+                "reasons": [],
+            }),
+            (Err(Refusal::Authentication(e)), _) => json!({
                 "subject": name.to_string(),
                 "verdict": "rejected",
                 "at": at,
                 "stage": "authenticate",
                 "reasons": [{"field": "evidence", "found": e.to_string(), "expected": "authentic evidence"}],
             }),
-            Err(Refusal::Policy(r)) => json!({
+            (Err(Refusal::Policy(r)), _) => json!({
                 "subject": name.to_string(),
                 "verdict": "rejected",
                 "at": at,
                 "stage": "appraise",
                 "reasons": r.findings,
             }),
+            (Ok(_), None) => json!({}),
         };
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    match outcome {
-        Ok(v) => {
-            let a = v.authenticated();
+    match (outcome, authentic) {
+        (Ok(v), Some((a, _))) => {
             let root = root_name(a.root_fingerprint());
+            let head = match v {
+                Verdict::Accepted(_) => "ACCEPTED",
+                Verdict::Authentic(_) => "AUTHENTIC, NOT APPRAISED",
+            };
             println!(
-                "ACCEPTED {name}: {} report v{} signed by a {}, chain to {} root {}",
+                "{head} {name}: {} report v{} signed by a {}, chain to {} root {}",
                 a.product(),
-                v.report().version(),
+                a.report().version(),
                 a.signer(),
                 if root.is_empty() {
                     "a pinned"
@@ -247,102 +257,28 @@ pub(crate) fn print_verdict(
                 },
                 &hex::encode(a.root_fingerprint())[..16],
             );
-            println!("  measurement {}", hex::encode(v.report().measurement()));
+            println!("  measurement {}", hex::encode(a.report().measurement()));
+            match v {
+                Verdict::Authentic(_) => println!(
+                    "  no --policy: what software this measurement is, and whether it is acceptable, was not checked (exit 3)"
+                ),
+                Verdict::Accepted(_) if any_measurement => println!(
+                    "  WARNING: the policy accepts any software (measurements = \"any\"): the measurement was not checked"
+                ),
+                Verdict::Accepted(_) => {}
+            }
         }
-        Err(Refusal::Authentication(e)) => {
+        (Err(Refusal::Authentication(e)), _) => {
             println!("REJECTED {name}: not authentic");
             println!("  - {e}");
         }
-        Err(Refusal::Policy(r)) => {
+        (Err(Refusal::Policy(r)), _) => {
             println!("REJECTED {name}: authentic, but against the policy");
             for f in &r.findings {
                 println!("  - {f}");
             }
         }
-    }
-    Ok(())
-}
-
-/// Print a bundle verdict: the subject, what bound it, or why not.
-pub(crate) fn print_bundle_verdict(
-    path: &Path,
-    outcome: &Result<provenix_verifier::VerifiedBundle, String>,
-    json: bool,
-) -> anyhow::Result<()> {
-    use provenix_verifier::{Subject, VerifiedEvidence};
-    let name = path.display();
-    let subject = |v: &provenix_verifier::VerifiedBundle| match &v.statement().subject {
-        Subject::StorePath(p) => p.clone(),
-        Subject::File(f) => f.clone(),
-    };
-    if json {
-        let value = match outcome {
-            Ok(v) => {
-                let s = v.statement();
-                json!({
-                    "bundle": name.to_string(),
-                    "verdict": "accepted",
-                    "subject": subject(v),
-                    "sha256": hex::encode(s.sha256),
-                    "size": s.size,
-                    "source_commit": s.source_commit,
-                    "worker_key": hex::encode(s.worker_key),
-                    "log_index": v.log_index(),
-                    "platform": match v.evidence() { VerifiedEvidence::Snp(_) => "snp", VerifiedEvidence::Tpm(_) => "tpm", VerifiedEvidence::Azure(_) => "azure" },
-                    "measurement": hex::encode(v.evidence().measurement()),
-                    "reference": match v.evidence() {
-                        VerifiedEvidence::Snp(r) => r.reference().map(|r| json!({"commit": r.commit, "vmm": r.shape.vmm, "vcpus": r.shape.vcpus})),
-                        VerifiedEvidence::Tpm(t) => t.boot().reference_commit().map(|c| json!({"commit": c})),
-                        VerifiedEvidence::Azure(a) => a.boot().reference_commit().map(|c| json!({"commit": c})),
-                    },
-                    "reasons": [],
-                })
-            }
-            Err(reason) => json!({
-                "bundle": name.to_string(),
-                "verdict": "rejected",
-                "reasons": [reason],
-            }),
-        };
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
-    }
-    match outcome {
-        Ok(v) => {
-            let s = v.statement();
-            println!(
-                "ACCEPTED {}: sha256:{} ({} bytes), built by worker {} at commit {}",
-                subject(v),
-                hex::encode(s.sha256),
-                s.size,
-                &hex::encode(s.worker_key)[..16],
-                s.source_commit
-            );
-            match v.evidence() {
-                VerifiedEvidence::Snp(r) => println!(
-                    "  bound to a {} report signed by a {}, measurement {}",
-                    r.authenticated().product(),
-                    r.authenticated().signer(),
-                    hex::encode(r.report().measurement())
-                ),
-                VerifiedEvidence::Tpm(t) => println!(
-                    "  bound to a TPM quote by an AK certified by {}, PCRs digest {}",
-                    t.ak_issuer(),
-                    hex::encode(t.boot().measurement())
-                ),
-                VerifiedEvidence::Azure(a) => println!(
-                    "  bound to an Azure CVM vTPM quote, its AK vouched for by a {} report signed by a {} (paravisor measurement {}), PCRs digest {}",
-                    a.snp().authenticated().product(),
-                    a.snp().authenticated().signer(),
-                    hex::encode(a.snp().report().measurement()),
-                    hex::encode(a.boot().measurement())
-                ),
-            }
-        }
-        Err(reason) => {
-            println!("REJECTED {name}");
-            println!("  - {reason}");
-        }
+        (Ok(_), None) => {}
     }
     Ok(())
 }
@@ -358,6 +294,8 @@ fn builder_json(b: &provenix_verifier::Builder) -> Value {
         "worker_key": hex::encode(b.worker_key),
         "source_commit": b.source_commit,
         "unit": b.unit,
+        "platform": b.platform,
+        "reference_commit": b.reference_commit,
         "sha256": hex::encode(b.sha256),
         "size": b.size,
     })
@@ -412,6 +350,10 @@ pub(crate) fn print_decisions(
                     Builders::Named(named) => json!(named.iter().map(|n| json!({"name": n.name, "key": hex::encode(n.key.0)})).collect::<Vec<_>>()),
                 },
             },
+            "measurements": match policy.measurements {
+                provenix_verifier::Measurements::Pinned => "pinned",
+                provenix_verifier::Measurements::Any => "any",
+            },
             "subjects": decisions.iter().map(decision_json).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -440,6 +382,21 @@ pub(crate) fn print_decisions(
             let _ = write!(line, " ({})", names(d.counted()));
         }
         println!("{line}");
+        if d.accepted() {
+            let mut commits: Vec<&str> = d
+                .counted()
+                .iter()
+                .map(|b| b.source_commit.as_str())
+                .collect();
+            commits.sort_unstable();
+            commits.dedup();
+            println!("  built from source commit {}", commits.join(", "));
+            if policy.measurements == provenix_verifier::Measurements::Any {
+                println!(
+                    "  WARNING: the policy accepts any software (measurements = \"any\"): what the builders ran was not checked"
+                );
+            }
+        }
         for r in d.reasons() {
             println!("  - {r}");
         }

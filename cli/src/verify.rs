@@ -28,9 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use provenix_verifier::{
-    Actual, BundleVerifier, Error, Policy, Refusal, Subject, VerifiedBundle, Verifier,
-};
+use provenix_verifier::{Actual, BundleVerifier, Error, Refusal, Subject, VerifiedBundle};
 
 use crate::sources::{self, Fetched, Narinfo, cache::Cache, grpc};
 use provenix_verifier::ProofSource;
@@ -94,12 +92,67 @@ pub(crate) struct VerifyArgs {
     /// Verification time: RFC 3339, YYYY-MM-DD or @UNIX-SECONDS.
     #[arg(long, value_parser = crate::parse_time)]
     at: Option<i64>,
+    /// An AMD CRL (DER or PEM) to honour; may be repeated.
+    #[arg(long)]
+    crl: Vec<PathBuf>,
     /// Print JSON for machines (docs/verify.md).
     #[arg(long)]
     json: bool,
     // --- checkpoint memory and freshness (crate::checkpoints) ---
     #[command(flatten)]
     checkpoints: crate::checkpoints::CheckpointArgs,
+}
+
+/// Arguments of `provenix verify-bundle`: the one-bundle case of
+/// `provenix verify`, which it runs.
+#[derive(Args)]
+pub(crate) struct BundleArgs {
+    /// The bundle (`<artifact>.provenix`).
+    bundle: PathBuf,
+    /// The artifact the statement must describe.
+    #[arg(long, conflicts_with = "store_path")]
+    artifact: Option<PathBuf>,
+    /// A local store path the statement must describe.
+    #[arg(long, value_name = "PATH")]
+    store_path: Option<PathBuf>,
+    /// The policy (TOML; see docs/policy.md).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Verification time: RFC 3339, YYYY-MM-DD or @UNIX-SECONDS.
+    #[arg(long, value_parser = crate::parse_time)]
+    at: Option<i64>,
+    /// An AMD CRL (DER or PEM) to honour; may be repeated.
+    #[arg(long)]
+    crl: Vec<PathBuf>,
+    /// Print JSON for machines (docs/verify.md).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    checkpoints: crate::checkpoints::CheckpointArgs,
+}
+
+impl From<BundleArgs> for VerifyArgs {
+    fn from(a: BundleArgs) -> VerifyArgs {
+        VerifyArgs {
+            bundle: vec![a.bundle],
+            bundles: None,
+            worker: Vec::new(),
+            cache: Vec::new(),
+            artifact: a.artifact,
+            store_path: a.store_path,
+            closure: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            timeout: 30,
+            jobs: NonZeroUsize::new(1),
+            policy: a.policy,
+            at: a.at,
+            crl: a.crl,
+            json: a.json,
+            checkpoints: a.checkpoints,
+        }
+    }
 }
 
 /// One bundle found, from one or more sources.
@@ -129,11 +182,8 @@ struct Checked {
 }
 
 pub(crate) fn run(args: VerifyArgs) -> Result<ExitCode> {
-    let policy = match &args.policy {
-        Some(path) => Policy::load(path)?,
-        None => Policy::default(),
-    };
-    let verifier = Verifier::new(policy.anchors()?);
+    let policy = crate::input::policy(args.policy.as_deref())?;
+    let verifier = crate::verifier_with_crls(&policy, &args.crl)?;
     let at = args
         .at
         .unwrap_or_else(|| time::OffsetDateTime::now_utc().unix_timestamp());
@@ -156,7 +206,7 @@ pub(crate) fn run(args: VerifyArgs) -> Result<ExitCode> {
             .with_context(|| format!("{}: not a file name", path.display()))?
             .to_string_lossy()
             .into_owned();
-        let (sha256, size) = crate::sha256_file(path)?;
+        let (sha256, size) = crate::input::sha256_file(path)?;
         targets.push((Subject::File(name), Some(Actual { sha256, size })));
     } else if let Some(path) = &args.store_path {
         let paths = if args.closure {

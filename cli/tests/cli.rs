@@ -63,8 +63,8 @@ fn verify_report_exit_codes_follow_the_verdict() {
                 "--at".into(),
                 "2026-06-01".into(),
             ],
-            0,
-            "ACCEPTED",
+            3,
+            "AUTHENTIC, NOT APPRAISED",
         ),
         (
             vec![
@@ -76,8 +76,8 @@ fn verify_report_exit_codes_follow_the_verdict() {
                 "--at".into(),
                 "2026-06-01T12:00:00Z".into(),
             ],
-            0,
-            "ACCEPTED",
+            3,
+            "AUTHENTIC, NOT APPRAISED",
         ),
         (
             vec![
@@ -87,8 +87,8 @@ fn verify_report_exit_codes_follow_the_verdict() {
                 "--at".into(),
                 "2026-06-01".into(),
             ],
-            1,
-            "policy.debug",
+            3,
+            "was not checked",
         ),
         (
             vec![
@@ -109,8 +109,8 @@ fn verify_report_exit_codes_follow_the_verdict() {
                 "--at".into(),
                 "@1748736000".into(),
             ],
-            0,
-            "ACCEPTED",
+            3,
+            "AUTHENTIC, NOT APPRAISED",
         ),
         (
             vec![
@@ -224,7 +224,8 @@ fn verify_report_json_lists_every_reason() {
         .iter()
         .map(|r| r["field"].as_str().unwrap())
         .collect();
-    assert_eq!(fields, ["policy.debug", "guest_svn"]);
+    // Every finding, and the measurement the policy does not pin last.
+    assert_eq!(fields, ["policy.debug", "guest_svn", "measurement"]);
 
     std::fs::write(&policy, "[snp]\nmax_vmpll = 0\n").unwrap();
     let (code, _, err) = provenix(&[
@@ -268,30 +269,63 @@ fn a_simulated_report_and_its_certificate_table() {
     std::fs::write(scratch.join("report.bin"), bytes).unwrap();
     std::fs::write(scratch.join("certs.bin"), platform.cert_table().unwrap()).unwrap();
     let policy = scratch.join("policy.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "[[roots]]\nname = \"sim\"\nproduct = \"Turin\"\nsha256 = \"{}\"\n",
-            hex::encode(ark_fingerprint(Product::Turin))
-        ),
-    )
-    .unwrap();
+    let roots = format!(
+        "[[roots]]\nname = \"sim\"\nproduct = \"Turin\"\nsha256 = \"{}\"\n",
+        hex::encode(ark_fingerprint(Product::Turin))
+    );
+    // The simulator launches no image: its measurement is all zeros.
+    let pinned = format!("{roots}[snp]\nmeasurements = [\"{}\"]\n", "00".repeat(48));
+    std::fs::write(&policy, &pinned).unwrap();
     let report = scratch.join("report.bin");
     let certs = scratch.join("certs.bin");
-    let (code, out, err) = provenix(&[
-        "verify-report",
-        s(&report),
-        "--certs",
-        s(&certs),
-        "--policy",
-        s(&policy),
-    ]);
+    let verify = |policy: &str| {
+        std::fs::write(scratch.join("p.toml"), policy).unwrap();
+        provenix(&[
+            "verify-report",
+            s(&report),
+            "--certs",
+            s(&certs),
+            "--policy",
+            s(&scratch.join("p.toml")),
+        ])
+    };
+    let (code, out, err) = verify(&pinned);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("Turin report v5 signed by a VCEK, chain to sim root"),
+        out.contains("ACCEPTED")
+            && out.contains("Turin report v5 signed by a VCEK, chain to sim root"),
         "{out}"
     );
-    // Without the pin, the default policy refuses the simulator's root.
+    // Fail closed: a policy that pins no measurement accepts nothing...
+    let (code, out, err) = verify(&roots);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("measurement") && out.contains("pins"), "{out}");
+    // ...another measurement is refused...
+    let (code, out, _) = verify(&pinned.replace(&"00".repeat(48), &"11".repeat(48)));
+    assert_eq!(code, 1, "{out}");
+    // ...and `measurements = "any"` accepts, saying so.
+    let (code, out, err) = verify(&format!("measurements = \"any\"\n{roots}"));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("WARNING") && out.contains("measurements = \"any\""),
+        "{out}"
+    );
+    // A key verify-report cannot apply is an error naming it.
+    for key in [
+        "[threshold]\nm = 2\n",
+        "[checkpoint]\nmax_age = \"1h\"\n",
+        "[tpm]\npcrs = [0]\n",
+        "[snp]\naccepted_commits = [\"abc\"]\n",
+    ] {
+        let (code, out, err) = verify(&format!("{roots}{key}"));
+        assert_eq!(code, 2, "{key}: {out}{err}");
+        let name = key.trim_start_matches('[').replace("]\n", ".");
+        let name = name.split(' ').next().unwrap();
+        assert!(err.contains(name), "{key}: {name} not in {err}");
+    }
+    // Without a policy (AMD's roots only), the simulator's root is not
+    // trusted: not authentic. (Authentic without a policy is exit 3: the
+    // real vectors above.)
     let (code, out, _) = provenix(&["verify-report", s(&report), "--certs", s(&certs)]);
     assert_eq!(code, 1);
     assert!(out.contains("no trusted ARK for Turin"), "{out}");

@@ -101,8 +101,9 @@ fn direct_bundle() -> (Vec<u8>, Policy, String, [u8; 32]) {
     }
     .to_cbor();
     let policy_text = format!(
-        "trust_amd_roots = false\n[[roots]]\nname = \"provenix simulator\"\nproduct = \"Genoa\"\nsha256 = \"{}\"\n",
-        hex::encode(ark_fingerprint(Product::Genoa))
+        "trust_amd_roots = false\n[[roots]]\nname = \"provenix simulator\"\nproduct = \"Genoa\"\nsha256 = \"{}\"\n[snp]\nmeasurements = [\"{}\"]\n",
+        hex::encode(ark_fingerprint(Product::Genoa)),
+        "11".repeat(48)
     );
     let policy = Policy::from_toml(&policy_text).unwrap();
     (bundle, policy, policy_text, worker_public)

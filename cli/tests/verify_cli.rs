@@ -20,6 +20,8 @@ use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::Value;
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+/// The simulator's launch measurement: it launches no image, so all zeros.
+const SIM_MEASUREMENT: &str = "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000";
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("provenix-vcli-{}-{name}", std::process::id()));
@@ -80,6 +82,7 @@ fn write_policy(dir: &Path, threshold: &str) -> PathBuf {
             "trust_amd_roots = false\n\
              [[roots]]\nname = \"sim\"\nproduct = \"Milan\"\nsha256 = \"{}\"\n\
              [snp]\naccepted_commits = [\"{COMMIT}\"]\n\
+             measurements = [\"{SIM_MEASUREMENT}\"]\n\
              [threshold]\n{threshold}\n",
             hex::encode(ark_fingerprint(Product::Milan))
         ),

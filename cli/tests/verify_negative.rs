@@ -20,6 +20,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+/// The simulator's launch measurement: it launches no image, so all zeros.
+const SIM_MEASUREMENT: &str = "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000";
 const OTHER_COMMIT: &str = "fedcba9876543210fedcba9876543210fedcba98";
 const CONTENT: &[u8] = b"honest output\n";
 const DAY: i64 = 86_400;
@@ -246,11 +248,18 @@ fn assemble(cose: Vec<u8>, report: Vec<u8>, cert_table: Option<Vec<u8>>) -> Vec<
     .to_cbor()
 }
 
+/// A policy trusting `root`, pinning the simulator's measurement unless
+/// `snp` names `measurements` itself.
 fn policy(root: &[u8; 32], snp: &str, threshold: &str) -> String {
+    let pin = if snp.contains("measurements") {
+        String::new()
+    } else {
+        format!("measurements = [\"{SIM_MEASUREMENT}\"]\n")
+    };
     format!(
         "trust_amd_roots = false\n\
          [[roots]]\nname = \"sim\"\nproduct = \"Milan\"\nsha256 = \"{}\"\n\
-         [snp]\naccepted_commits = [\"{COMMIT}\"]\n{snp}\n\
+         [snp]\naccepted_commits = [\"{COMMIT}\"]\n{pin}{snp}\n\
          [threshold]\n{threshold}\n",
         hex::encode(root)
     )
@@ -627,7 +636,7 @@ fn cases() -> Vec<Case> {
         case(
             "bundle oversized",
             2,
-            "exceeds the bundle limit of 2097152",
+            "larger than the limit of 2097152 bytes",
             |f, i| {
                 let mut b = f.good.clone();
                 b.resize(MAX_BUNDLE_SIZE + 1, 0);
@@ -809,6 +818,17 @@ fn cases() -> Vec<Case> {
             snp_policy(
                 "measurements = [\"111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111\"]",
             ),
+        ),
+        case(
+            "policy: pins no measurement (fail closed)",
+            1,
+            "a measurement the policy pins",
+            |_, i| {
+                i.policy = Some(
+                    policy(&ark_fingerprint(Product::Milan), "", "m = 1")
+                        .replace(&format!("measurements = [\"{SIM_MEASUREMENT}\"]\n"), ""),
+                );
+            },
         ),
         case(
             "policy: report_data mismatch",

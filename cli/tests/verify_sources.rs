@@ -29,6 +29,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+/// The simulator's launch measurement: it launches no image, so all zeros.
+const SIM_MEASUREMENT: &str = "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000";
 
 /// Whether `nix-store` works; absent, SKIP, and with CI=true a failure.
 fn nix_available(test: &str) -> bool {
@@ -148,6 +150,7 @@ fn write_policy(dir: &Scratch, m: u32) -> String {
             "trust_amd_roots = false\n\
              [[roots]]\nname = \"sim\"\nproduct = \"Milan\"\nsha256 = \"{}\"\n\
              [snp]\naccepted_commits = [\"{COMMIT}\"]\n\
+             measurements = [\"{SIM_MEASUREMENT}\"]\n\
              [threshold]\nm = {m}\ndistinct = \"chip\"\n",
             hex::encode(ark_fingerprint(Product::Milan))
         ),

@@ -8,6 +8,9 @@
 //! - [`sim`] (feature `sim`): a simulated SNP platform with an AMD-shaped test
 //!   chain, producing byte-exact signed reports for development and CI.
 //!
+//! - [`file`]: how the project reads a file someone else wrote: regular
+//!   files only, each format with its own limit, never trusting metadata.
+//!
 //! Parsing is pure: no I/O, no cryptography. Authenticity and policy are the
 //! verifier's business (`provenix-verifier`), which depends on this crate with
 //! no features so that it never links device code.
@@ -15,6 +18,7 @@
 #![cfg_attr(not(feature = "guest"), forbid(unsafe_code))]
 
 mod error;
+pub mod file;
 pub mod snp;
 pub mod tpm;
 

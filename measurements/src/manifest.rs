@@ -24,7 +24,7 @@ pub const MANIFEST_FORMAT: &str = "provenix-reference-values";
 /// The manifest version this code writes and reads.
 pub const MANIFEST_VERSION: u32 = 1;
 /// Largest manifest file read: thousands of shapes fit in far less.
-pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
 
 /// A reference-value manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -771,24 +771,10 @@ fn describe_tpm(
     Ok(refs)
 }
 
+/// A regular file of at most [`MAX_MANIFEST_SIZE`] bytes of UTF-8.
 fn read_limited(path: &Path) -> Result<String, Error> {
-    let io = |op: &'static str| {
-        move |source| Error::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
-    };
-    let len = std::fs::metadata(path).map_err(io("read"))?.len();
-    if len > MAX_MANIFEST_SIZE {
-        return Err(Error::Manifest(format!(
-            "{}: {len} bytes exceeds the limit of {MAX_MANIFEST_SIZE}",
-            path.display()
-        )));
-    }
-    let bytes = std::fs::read(path).map_err(io("read"))?;
-    String::from_utf8(bytes)
-        .map_err(|_| Error::Manifest(format!("{} is not UTF-8", path.display())))
+    provenix_firmware::file::read_bounded_text(path, MAX_MANIFEST_SIZE)
+        .map_err(|e| Error::Manifest(e.to_string()))
 }
 
 fn check_commit(commit: &str) -> Result<(), Error> {

@@ -70,8 +70,10 @@ pub fn policy_file(dir: &Path, extra: &str) -> PathBuf {
         &path,
         format!(
             "trust_amd_roots = false\n\
-             [[roots]]\nname = \"sim\"\nproduct = \"Milan\"\nsha256 = \"{}\"\n{extra}\n",
-            hex::encode(ark_fingerprint(Product::Milan))
+             [[roots]]\nname = \"sim\"\nproduct = \"Milan\"\nsha256 = \"{}\"\n\
+             [snp]\nmeasurements = [\"{}\"]\n{extra}\n",
+            hex::encode(ark_fingerprint(Product::Milan)),
+            "00".repeat(48)
         ),
     )
     .unwrap();

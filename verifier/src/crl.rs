@@ -13,7 +13,7 @@ use crate::error::{Error, fmt_time};
 use crate::x509::{Cert, SigAlg, parse_pem_or_der, sig_alg, verify_rsa_pss};
 
 /// Largest CRL accepted. AMD's are a few KiB.
-const MAX_CRL_SIZE: usize = 1 << 20;
+pub const MAX_CRL_SIZE: usize = 1 << 20;
 
 /// A parsed CRL, not yet authenticated.
 #[derive(Clone, Debug)]

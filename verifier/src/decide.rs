@@ -47,6 +47,11 @@ pub struct Builder {
     pub source_commit: String,
     /// What makes it distinct under the policy, e.g. `chip <CHIP_ID hex>`.
     pub unit: String,
+    /// Its evidence: `"snp"`, `"tpm"` or `"azure"`.
+    pub platform: &'static str,
+    /// The commit whose reference values its measurement matched, when
+    /// the policy names manifests.
+    pub reference_commit: Option<String>,
     /// The SHA-256 it states.
     pub sha256: [u8; 32],
     /// The size it states.
@@ -350,6 +355,12 @@ impl Policy {
                 worker_key: s.worker_key,
                 source_commit: s.source_commit.clone(),
                 unit: unit(&v, t.distinct),
+                platform: match v.evidence() {
+                    VerifiedEvidence::Snp(_) => "snp",
+                    VerifiedEvidence::Tpm(_) => "tpm",
+                    VerifiedEvidence::Azure(_) => "azure",
+                },
+                reference_commit: v.evidence().reference_commit().map(str::to_owned),
                 sha256: s.sha256,
                 size: s.size,
                 source,
@@ -360,29 +371,7 @@ impl Policy {
             } else if !seen_keys.contains(&s.worker_key) {
                 seen_keys.push(s.worker_key);
             }
-            let accepted_commits = match v.evidence() {
-                VerifiedEvidence::Snp(_) => &self.snp.accepted_commits,
-                // An Azure CVM's boot is appraised as a TPM's.
-                VerifiedEvidence::Tpm(_) | VerifiedEvidence::Azure(_) => &self.tpm.accepted_commits,
-            };
-            if let Some(commits) = accepted_commits
-                && !commits.contains(&s.source_commit)
-            {
-                reasons.push(Why::CommitNotAccepted(s.source_commit.clone()));
-            }
-            if let Some(r) = v.evidence().reference_commit()
-                && r != s.source_commit
-            {
-                reasons.push(Why::MeasuredOtherCommit {
-                    stated: s.source_commit.clone(),
-                    measured: r.to_owned(),
-                });
-            }
-            if let Builders::Named(named) = &t.builders
-                && !named.iter().any(|n| n.key.0 == s.worker_key)
-            {
-                reasons.push(Why::KeyNotNamed);
-            }
+            reasons.extend(self.ineligible(&v));
             let stated = Actual {
                 sha256: s.sha256,
                 size: s.size,
@@ -521,6 +510,41 @@ impl Policy {
             disagreement,
             reasons,
         }
+    }
+
+    /// Why the builder of the verified bundle `v` cannot count for any
+    /// subject under this policy: its source commit is not accepted, its
+    /// measurement matched another commit's reference values, or the
+    /// policy names builders and not its key. Empty when it can. The one
+    /// place these checks live: [`Policy::decide`] and every command that
+    /// reports on bundles apply them.
+    pub fn ineligible(&self, v: &VerifiedBundle) -> Vec<Why> {
+        let s = v.statement();
+        let mut reasons = Vec::new();
+        let accepted_commits = match v.evidence() {
+            VerifiedEvidence::Snp(_) => &self.snp.accepted_commits,
+            // An Azure CVM's boot is appraised as a TPM's.
+            VerifiedEvidence::Tpm(_) | VerifiedEvidence::Azure(_) => &self.tpm.accepted_commits,
+        };
+        if let Some(commits) = accepted_commits
+            && !commits.contains(&s.source_commit)
+        {
+            reasons.push(Why::CommitNotAccepted(s.source_commit.clone()));
+        }
+        if let Some(r) = v.evidence().reference_commit()
+            && r != s.source_commit
+        {
+            reasons.push(Why::MeasuredOtherCommit {
+                stated: s.source_commit.clone(),
+                measured: r.to_owned(),
+            });
+        }
+        if let Builders::Named(named) = &self.threshold.builders
+            && !named.iter().any(|n| n.key.0 == s.worker_key)
+        {
+            reasons.push(Why::KeyNotNamed);
+        }
+        reasons
     }
 
     fn builder_name(&self, key: &[u8; 32]) -> String {

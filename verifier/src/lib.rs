@@ -46,7 +46,7 @@ pub use checkpoint::{
     Checkpoint, CheckpointFailure, MAX_EXTENSION_LINES, MAX_LINE_LEN, MAX_NOTE_LEN, MAX_SIGNATURES,
     VerifiedCheckpoint, VerifierKey, signature_line, verify_checkpoint,
 };
-pub use crl::Crl;
+pub use crl::{Crl, MAX_CRL_SIZE};
 pub use decide::{Actual, Builder, Claim, Decision, Excluded, Reason, Why};
 pub use error::{CertRole, Error, Finding, Rejection};
 pub use merkle::{
@@ -56,8 +56,9 @@ pub use merkle::{
 };
 pub use nixsig::NixFailure;
 pub use policy::{
-    AbiVersion, Age, Builders, CheckpointPolicy, Distinct, Hex, MinTcb, NamedBuilder, Policy,
-    ReferenceMatch, RootPin, Signer, SnpPolicy, Threshold, TpmPolicy, Unproven, VerifiedReport,
+    AbiVersion, Age, Builders, CheckpointPolicy, Distinct, Hex, MAX_POLICY_SIZE, Measurements,
+    MinTcb, NamedBuilder, Policy, ReferenceMatch, RootPin, Signer, SnpPolicy, Threshold, TpmPolicy,
+    Unproven, VerifiedReport,
 };
 pub use statement::{
     MAX_REFERENCES, MAX_STATEMENT_SIZE, STATEMENT_CONTENT_TYPE, STATEMENT_VERSION, Statement,

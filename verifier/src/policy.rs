@@ -17,6 +17,24 @@ use crate::anchors::TrustAnchors;
 use crate::authenticate::AuthenticatedReport;
 use crate::error::{CertRole, Error, Finding, Rejection};
 
+/// Largest policy file: hand-written TOML, a few KiB; a list of every
+/// chip ID of a fleet still fits.
+pub const MAX_POLICY_SIZE: usize = 1 << 20;
+/// Largest CA file `tpm.ak_roots` names: a PEM bundle of a few CAs.
+const MAX_CA_FILE: usize = 512 << 10;
+
+/// A reference-value manifest file the policy names.
+fn read_manifest(path: &Path) -> Result<Manifest, Error> {
+    provenix_firmware::file::read_bounded_text(
+        path,
+        provenix_measurements::manifest::MAX_MANIFEST_SIZE,
+    )
+    .map_err(|e| Error::Policy(e.to_string()))
+    .and_then(|text| {
+        Manifest::from_json(&text).map_err(|e| Error::Policy(format!("{}: {e}", path.display())))
+    })
+}
+
 /// A verification policy for SEV-SNP evidence. Absent fields do not
 /// constrain, except where a secure default is stated.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -43,6 +61,30 @@ pub struct Policy {
     /// not proven consistent with what was seen before.
     #[serde(default)]
     pub checkpoint: CheckpointPolicy,
+    /// Whether evidence is accepted only when the policy pins what it
+    /// measured (default), or whatever software it ran (`"any"`).
+    #[serde(default)]
+    pub measurements: Measurements,
+    /// The keys the policy file set (`"snp.max_vmpl"`, `"measurements"`),
+    /// filled by [`Policy::from_toml`] and [`Policy::load`], so that a
+    /// command can refuse a key it cannot apply
+    /// ([`Policy::check_applicable`]).
+    #[serde(skip)]
+    pub keys: Vec<String>,
+}
+
+/// Whether appraisal requires the policy to pin the measured software.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Measurements {
+    /// Fail closed: SEV-SNP evidence must match `snp.measurements` or
+    /// `snp.reference_values`, TPM (and Azure vTPM) evidence
+    /// `tpm.reference_values`. A policy that pins nothing accepts nothing.
+    #[default]
+    Pinned,
+    /// Any measured software: authentic evidence is accepted whatever it
+    /// ran, and every verdict says so. For trying things out only.
+    Any,
 }
 
 impl Default for Policy {
@@ -55,6 +97,8 @@ impl Default for Policy {
             tpm: TpmPolicy::default(),
             threshold: Threshold::default(),
             checkpoint: CheckpointPolicy::default(),
+            measurements: Measurements::Pinned,
+            keys: Vec::new(),
         }
     }
 }
@@ -529,22 +573,32 @@ impl Policy {
         Self::from_toml_in(text, Path::new("."))
     }
 
-    /// Read a policy file; the manifests it names are relative to it.
+    /// Read a policy file; the manifests it names are relative to it. It
+    /// and they must be regular files within their formats' limits.
     pub fn load(path: &Path) -> Result<Policy, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Policy(format!("{}: {e}", path.display())))?;
+        let text = provenix_firmware::file::read_bounded_text(path, MAX_POLICY_SIZE)
+            .map_err(|e| Error::Policy(e.to_string()))?;
         Self::from_toml_in(&text, path.parent().unwrap_or(Path::new(".")))
             .map_err(|e| Error::Policy(format!("{}: {e}", path.display())))
     }
 
     fn from_toml_in(text: &str, base: &Path) -> Result<Policy, Error> {
         let mut policy: Policy = toml::from_str(text).map_err(|e| Error::Policy(e.to_string()))?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| Error::Policy(e.to_string()))?;
+        for (key, value) in &table {
+            match value {
+                toml::Value::Table(section) => policy
+                    .keys
+                    .extend(section.keys().map(|k| format!("{key}.{k}"))),
+                _ => policy.keys.push(key.clone()),
+            }
+        }
         policy.threshold.check()?;
         let snp = &mut policy.snp;
         snp.manifests = snp
             .reference_values
             .iter()
-            .map(|p| Manifest::read(&base.join(p)).map_err(|e| Error::Policy(e.to_string())))
+            .map(|p| read_manifest(&base.join(p)))
             .collect::<Result<_, _>>()?;
         if let Some(commits) = &snp.accepted_commits
             && !snp.manifests.is_empty()
@@ -562,15 +616,15 @@ impl Policy {
         }
         for path in &tpm.ak_roots {
             let path = base.join(path);
-            let bytes = std::fs::read(&path)
-                .map_err(|e| Error::Policy(format!("tpm.ak_roots: {}: {e}", path.display())))?;
+            let bytes = provenix_firmware::file::read_bounded(&path, MAX_CA_FILE)
+                .map_err(|e| Error::Policy(format!("tpm.ak_roots: {e}")))?;
             tpm.roots
                 .extend(crate::certificates_from_pem_or_der(&bytes)?);
         }
         tpm.manifests = tpm
             .reference_values
             .iter()
-            .map(|p| Manifest::read(&base.join(p)).map_err(|e| Error::Policy(e.to_string())))
+            .map(|p| read_manifest(&base.join(p)))
             .collect::<Result<_, _>>()?;
         if let Some(commits) = &tpm.accepted_commits
             && !tpm.manifests.is_empty()
@@ -597,12 +651,60 @@ impl Policy {
         Ok(anchors)
     }
 
+    /// Refuse, naming them, the keys this policy file set that `command`
+    /// cannot apply: those under none of `applies` (`"snp"` covers every
+    /// `snp.*` key, `"snp.max_vmpl"` only itself). A key a command cannot
+    /// apply must not pass silently.
+    pub fn check_applicable(&self, command: &str, applies: &[&str]) -> Result<(), Error> {
+        let covered = |key: &str| {
+            applies.iter().any(|a| {
+                key == *a
+                    || key
+                        .strip_prefix(a)
+                        .is_some_and(|rest| rest.starts_with('.'))
+            })
+        };
+        let unusable: Vec<&str> = self
+            .keys
+            .iter()
+            .map(String::as_str)
+            .filter(|k| !covered(k))
+            .collect();
+        if unusable.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Policy(format!(
+            "{command} cannot apply the policy's {}: use `provenix verify` for {}",
+            unusable.join(", "),
+            if unusable.len() == 1 { "it" } else { "them" }
+        )))
+    }
+
+    /// Whether the policy file set `key` (dotted, e.g. `"threshold.m"`).
+    pub fn sets(&self, key: &str) -> bool {
+        self.keys.iter().any(|k| k == key)
+    }
+
     /// Run every check; return the verified report or every finding.
     pub fn appraise(
         &self,
         authenticated: AuthenticatedReport,
     ) -> Result<VerifiedReport, Rejection> {
         let mut findings = self.snp.findings(&authenticated);
+        // Fail closed: authentic evidence of unknown software is not
+        // accepted unless the policy says, by name, that any will do.
+        if self.measurements == Measurements::Pinned
+            && self.snp.measurements.is_none()
+            && self.snp.manifests.is_empty()
+        {
+            findings.push(Finding {
+                field: "measurement",
+                found: hex::encode(authenticated.report().measurement()),
+                expected: "a measurement the policy pins (snp.measurements or \
+                           snp.reference_values; measurements = \"any\" accepts any software)"
+                    .into(),
+            });
+        }
         let reference = self.snp.reference(&authenticated, &mut findings);
         if findings.is_empty() {
             Ok(VerifiedReport {

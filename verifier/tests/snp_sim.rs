@@ -49,7 +49,18 @@ fn report_params(version: u32, product: Product) -> ReportParams {
 }
 
 /// A policy trusting the simulator's root for `product` and nothing else.
+/// A policy trusting the simulator's root for `product`, with `extra`
+/// appended; it pins the measurement these tests' reports carry unless
+/// `extra` names `measurements` itself.
 fn sim_policy(product: Product, extra: &str) -> Policy {
+    let pin = format!("measurements = [\"{}\"]\n", "11".repeat(48));
+    let extra = if extra.contains("measurements") {
+        extra.to_owned()
+    } else if extra.contains("[snp]\n") {
+        extra.replacen("[snp]\n", &format!("[snp]\n{pin}"), 1)
+    } else {
+        format!("[snp]\n{pin}{extra}")
+    };
     Policy::from_toml(&format!(
         "trust_amd_roots = false\n[[roots]]\nname = \"provenix simulator\"\nproduct = \"{product}\"\nsha256 = \"{}\"\n{extra}",
         hex::encode(ark_fingerprint(product))

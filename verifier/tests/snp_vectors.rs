@@ -254,12 +254,34 @@ fn every_vector_authenticates_with_the_embedded_amd_roots() {
 fn outcomes_match_the_readmes() {
     let Some(vectors) = vectors() else { return };
     let verifier = Verifier::new(TrustAnchors::amd().unwrap());
-    let strict = Policy::default(); // debug and migration agents forbidden
-    let vmpl0 = Policy::from_toml("[snp]\nmax_vmpl = 0\n").unwrap();
+    // The READMEs' outcomes are about the report's fields: debug and
+    // migration agents forbidden (the default), any launch measurement.
+    let strict = Policy::from_toml("measurements = \"any\"\n").unwrap();
+    let vmpl0 = Policy::from_toml("measurements = \"any\"\n[snp]\nmax_vmpl = 0\n").unwrap();
     for v in &vectors {
         let auth = verifier
             .authenticate(&v.report, &v.vek, &v.chain, v.time())
             .unwrap();
+        // Fail closed: the default policy pins no measurement, so it
+        // accepts no real report, whatever else holds; pinning the
+        // report's own measurement lifts exactly that finding.
+        let unpinned = Policy::default().appraise(auth.clone()).unwrap_err();
+        assert!(
+            unpinned.findings.iter().any(|f| f.field == "measurement"),
+            "{}: {unpinned}",
+            v.id
+        );
+        let pinned = Policy::from_toml(&format!(
+            "[snp]\nmeasurements = [\"{}\"]\n",
+            hex::encode(auth.report().measurement())
+        ))
+        .unwrap();
+        assert_eq!(
+            pinned.appraise(auth.clone()).is_ok(),
+            strict.appraise(auth.clone()).is_ok(),
+            "{}",
+            v.id
+        );
         let verdict = strict.appraise(auth.clone());
         match v.id.as_str() {
             "gsg-milan-v2-debug" => {

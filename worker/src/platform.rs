@@ -259,8 +259,7 @@ impl Platform {
 /// A policy trusting the simulator's test roots and nothing else, and
 /// pinning the simulator's launch measurement: what the worker's
 /// self-checks apply on the simulator when no policy is given.
-// `Policy` has private fields, so struct-update syntax is not available
-// outside the verifier.
+// Field by field, as a policy file would set them.
 #[allow(clippy::field_reassign_with_default)]
 pub fn sim_policy() -> provenix_verifier::Policy {
     let mut policy = provenix_verifier::Policy::default();
@@ -268,10 +267,6 @@ pub fn sim_policy() -> provenix_verifier::Policy {
     policy.snp.measurements = Some(vec![provenix_verifier::Hex(
         provenix_firmware::sim::SIM_MEASUREMENT,
     )]);
-    // The simulator measures no real software (its launch digest is
-    // zeros): there is nothing to pin, and its test root already marks
-    // everything it signs as proving nothing about hardware.
-    policy.measurements = provenix_verifier::Measurements::Any;
     for (product, sha256) in provenix_firmware::sim::sim_ark_fingerprints() {
         policy.roots.push(provenix_verifier::RootPin {
             name: "provenix simulator (TEST ROOT)".into(),

@@ -38,6 +38,7 @@ fn sim_policy() -> Policy {
         trust_amd_roots: false,
         ..Policy::default()
     };
+    p.snp.measurements = Some(vec![Hex(provenix_firmware::sim::SIM_MEASUREMENT)]);
     for (product, sha256) in sim_ark_fingerprints() {
         p.roots.push(RootPin {
             name: "sim".into(),

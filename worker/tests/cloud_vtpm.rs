@@ -195,7 +195,7 @@ fn gcp_policy(ca: &TestCa, dir: &Path) -> Policy {
     policy_file(
         dir,
         &format!(
-            "trust_amd_roots = false\n[tpm]\nak_roots = [{:?}]\n",
+            "trust_amd_roots = false\n# swtpm boots nothing to pin: the AK and quote are under test.\nmeasurements = \"any\"\n[tpm]\nak_roots = [{:?}]\n",
             ca.pem_path.display().to_string()
         ),
     )

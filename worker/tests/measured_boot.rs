@@ -471,9 +471,11 @@ fn verify_attested(
         Some(0),
         "verify-bundle, the boot's own artifacts: {json:#}"
     );
-    assert_eq!(json["platform"], "tpm", "{json:#}");
-    assert_eq!(json["source_commit"], commit.as_str(), "{json:#}");
-    assert_eq!(json["reference"]["commit"], commit.as_str(), "{json:#}");
+    // verify-bundle is `verify --bundle`: one subject, one counted builder.
+    let counted = &json["subjects"][0]["counted"][0];
+    assert_eq!(counted["platform"], "tpm", "{json:#}");
+    assert_eq!(counted["source_commit"], commit.as_str(), "{json:#}");
+    assert_eq!(counted["reference_commit"], commit.as_str(), "{json:#}");
     // The decision (`provenix verify`) also holds the commit to the
     // accepted ones and to the reference values it matched.
     let out = Command::new(provenix)
@@ -512,7 +514,7 @@ fn verify_attested(
         let (code, json, _) = verify(name, initrd, append);
         assert_eq!(code, Some(1), "verify-bundle, another {name}: {json:#}");
         assert_eq!(json["verdict"], "rejected", "{json:#}");
-        let reasons = json["reasons"].to_string();
+        let reasons = json["subjects"][0]["excluded"].to_string();
         eprintln!("another {name}: rejected: {reasons}");
         assert!(
             reasons.contains(event),

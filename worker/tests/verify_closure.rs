@@ -46,7 +46,10 @@ fn sim_policy(dir: &Path) -> PathBuf {
             hex::encode(sha256)
         ));
     }
-    text.push_str("[threshold]\nm = 1\n");
+    text.push_str(&format!(
+        "[snp]\nmeasurements = [\"{}\"]\n[threshold]\nm = 1\n",
+        hex::encode(provenix_firmware::sim::SIM_MEASUREMENT)
+    ));
     let path = dir.join("policy.toml");
     std::fs::write(&path, text).unwrap();
     path

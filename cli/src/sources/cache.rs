@@ -50,6 +50,9 @@ pub(crate) struct Narinfo {
     pub(crate) nar_hash: String,
     /// `NarSize:`.
     pub(crate) nar_size: u64,
+    /// `References:`: base names (`<hash>-<name>`), as Nix writes them;
+    /// absent is none, as Nix reads it.
+    pub(crate) references: Vec<String>,
 }
 
 impl Cache {
@@ -91,19 +94,7 @@ impl Cache {
         let url = format!("{}/{name}", self.url);
         match &self.kind {
             Kind::File(dir) => {
-                use std::io::Read;
-                let path = dir.join(name);
-                let file = std::fs::File::open(&path)
-                    .with_context(|| format!("{url}: cannot read {}", path.display()))?;
-                let mut bytes = Vec::new();
-                let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-                file.take(cap)
-                    .read_to_end(&mut bytes)
-                    .with_context(|| format!("{url}: cannot read {}", path.display()))?;
-                if bytes.len() > limit {
-                    bail!("{url}: larger than the limit of {limit} bytes");
-                }
-                Ok(bytes)
+                crate::input::read(&dir.join(name), limit).with_context(|| url.clone())
             }
             Kind::Http(agent) => {
                 let mut response = agent.get(&url).call().map_err(|e| http_error(&url, e))?;
@@ -204,18 +195,25 @@ impl Narinfo {
         let mut store_path = None;
         let mut nar_hash = None;
         let mut nar_size = None;
+        let mut references = None;
         for (n, line) in text.lines().enumerate() {
             let lineno = n.saturating_add(1);
             if line.is_empty() {
                 continue;
             }
-            let Some((key, value)) = line.split_once(": ") else {
+            // Nix writes `References: ` with nothing after it for none.
+            let Some((key, value)) = line.split_once(": ").or_else(|| {
+                line.strip_suffix(':')
+                    .filter(|k| *k == "References")
+                    .map(|k| (k, ""))
+            }) else {
                 bail!("{url}: malformed narinfo: line {lineno} is not `Key: value`");
             };
             let slot = match key {
                 "StorePath" => &mut store_path,
                 "NarHash" => &mut nar_hash,
                 "NarSize" => &mut nar_size,
+                "References" => &mut references,
                 _ => continue,
             };
             if slot.replace(value.to_owned()).is_some() {
@@ -240,11 +238,19 @@ impl Narinfo {
                 "{url}: malformed narinfo: NarHash {nar_hash:?} is not sha256:<nix32> or sha256:<hex>"
             );
         }
+        let mut references: Vec<String> = references
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect();
+        references.sort();
         Ok(Narinfo {
             url: url.to_owned(),
             store_path,
             nar_hash,
             nar_size,
+            references,
         })
     }
 
@@ -276,6 +282,20 @@ impl Narinfo {
             wrong.push(format!(
                 "NarSize {} (the statement states {})",
                 self.nar_size, statement.size
+            ));
+        }
+        // The statement holds full store paths; a narinfo, base names.
+        let mut stated: Vec<&str> = statement
+            .references
+            .iter()
+            .map(|r| r.rsplit_once('/').map_or(r.as_str(), |(_, base)| base))
+            .collect();
+        stated.sort_unstable();
+        if stated != self.references {
+            wrong.push(format!(
+                "References {:?} (the statement states {:?})",
+                self.references.join(" "),
+                stated.join(" ")
             ));
         }
         if wrong.is_empty() {
@@ -325,6 +345,51 @@ mod tests {
             assert!(e.contains(says), "{e}");
         }
         assert!(Narinfo::parse("u", b"\xff").is_err());
+    }
+
+    #[test]
+    fn every_narinfo_field_that_differs_from_the_statement_is_refused() {
+        let statement = Statement {
+            subject: Subject::StorePath("/nix/store/0c7bl5ai2dpxhd6sxfs0dbbnbgd8x4lc-x".into()),
+            sha256: [0x11; 32],
+            size: 120,
+            references: vec![
+                "/nix/store/0c7bl5ai2dpxhd6sxfs0dbbnbgd8x4lc-x".into(),
+                "/nix/store/9c7bl5ai2dpxhd6sxfs0dbbnbgd8x4lc-y".into(),
+            ],
+            deriver: None,
+            worker_key: [7; 32],
+            source_commit: "c0ffee".into(),
+            log_index: None,
+            time: 0,
+            nix_signature: None,
+        };
+        let good = GOOD.replace(
+            "1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s",
+            &"11".repeat(32),
+        );
+        let good = good.replace(
+            "References: \n",
+            "References: 9c7bl5ai2dpxhd6sxfs0dbbnbgd8x4lc-y 0c7bl5ai2dpxhd6sxfs0dbbnbgd8x4lc-x\n",
+        );
+        Narinfo::parse("u", good.as_bytes())
+            .unwrap()
+            .check(&statement)
+            .unwrap();
+        for (bad, says) in [
+            (good.replace("-x\nURL", "-z\nURL"), "StorePath"),
+            (good.replace("sha256:11", "sha256:12"), "NarHash"),
+            (good.replace("NarSize: 120", "NarSize: 121"), "NarSize"),
+            (good.replace(" 0c7bl5ai2dpxhd6sxfs0dbbnbgd8x4lc-x\n", "\n"), "References"),
+            (good.replace("References: ", "References: 1c7bl5ai2dpxhd6sxfs0dbbnbgd8x4lc-w "), "References"),
+            (good.replace("References: 9c7bl5ai2dpxhd6sxfs0dbbnbgd8x4lc-y 0c7bl5ai2dpxhd6sxfs0dbbnbgd8x4lc-x\n", ""), "References"),
+        ] {
+            let e = Narinfo::parse("u", bad.as_bytes())
+                .unwrap()
+                .check(&statement)
+                .unwrap_err();
+            assert!(e.contains(says), "{says}: {e}");
+        }
     }
 
     #[test]

@@ -44,8 +44,6 @@ use proto::log_client::LogClient;
 /// 3 MiB and a bundle is at most `MAX_BUNDLE_SIZE` (2 MiB); tonic's
 /// default limit is this too, stated so it cannot drift.
 const MAX_MESSAGE: usize = 4 << 20;
-/// Largest PEM file read for TLS.
-const MAX_PEM_FILE: u64 = 1 << 20;
 /// Most log entries [`bundles_for`] reads: a bound on the work a worker
 /// can make a verifier do (ten million entries are 10,000 `Entries`
 /// calls).
@@ -365,16 +363,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn read_pem(path: &Path) -> Result<Vec<u8>> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if meta.len() > MAX_PEM_FILE {
-        bail!(
-            "{}: {} bytes exceeds the limit of {MAX_PEM_FILE}",
-            path.display(),
-            meta.len()
-        );
-    }
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    crate::input::read(path, crate::input::CERTIFICATES)
 }
 
 #[cfg(test)]

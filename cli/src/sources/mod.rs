@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use coset::{CborSerializable, CoseSign1};
-use provenix_verifier::{Bundle, MAX_BUNDLE_SIZE, Statement, Subject};
+use provenix_verifier::{Bundle, Statement, Subject};
 
 pub(crate) use cache::Narinfo;
 
@@ -70,21 +70,9 @@ pub(crate) fn bundle_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Read one bundle file.
 pub(crate) fn read_file(path: &Path) -> Result<Fetched> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    // Larger ones are refused by the decoder anyway; this only avoids
-    // reading a huge file into memory first.
-    let limit = u64::try_from(MAX_BUNDLE_SIZE).unwrap_or(u64::MAX);
-    if meta.len() > limit {
-        bail!(
-            "{}: {} bytes exceeds the bundle limit of {limit}",
-            path.display(),
-            meta.len()
-        );
-    }
     Ok(Fetched {
         source: path.display().to_string(),
-        bytes: std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+        bytes: crate::input::read(path, crate::input::BUNDLE)?,
         narinfos: Vec::new(),
     })
 }

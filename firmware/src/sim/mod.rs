@@ -23,6 +23,10 @@ use crate::snp::{
     AttestationReport, CertKind, CertTable, CertTableEntry, Product, REPORT_SIZE, TcbVersion,
 };
 
+/// The simulator's launch measurement: all zeros, as it launches no image.
+/// Policies that accept simulated evidence pin it like any measurement.
+pub const SIM_MEASUREMENT: [u8; 48] = [0; 48];
+
 /// What to put in a simulated report. `Default` is a v5 Milan report at
 /// VMPL 0 with a plausible recent TCB and no debug.
 #[derive(Clone, Debug)]
@@ -93,7 +97,7 @@ impl Default for ReportParams {
             author_key_en: false,
             mask_chip_key: false,
             report_data: [0; 64],
-            measurement: [0; 48],
+            measurement: SIM_MEASUREMENT,
             host_data: [0; 32],
             id_key_digest: [0; 48],
             author_key_digest: [0; 48],

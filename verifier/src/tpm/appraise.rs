@@ -18,7 +18,7 @@ use super::quote::{
 use super::replay::replay;
 use crate::bundle::{PcrValue, Refusal, TpmEvidence};
 use crate::error::{Error, Finding, Rejection};
-use crate::policy::Policy;
+use crate::policy::{Measurements, Policy};
 
 /// What a verified quote says about the boot it was made in: shared by TPM
 /// and Azure evidence.
@@ -263,6 +263,17 @@ pub(super) fn boot_findings(
         }
     }
     let reference_commit = reference(policy, log, quoted, &mut findings);
+    // Fail closed, as for SEV-SNP: a boot no reference pins is not
+    // accepted unless the policy accepts any software by name.
+    if tpm.manifests.is_empty() && policy.measurements == Measurements::Pinned {
+        findings.push(Finding {
+            field: "TPM reference values",
+            found: "a boot the policy does not pin".into(),
+            expected:
+                "a boot tpm.reference_values lists (measurements = \"any\" accepts any software)"
+                    .into(),
+        });
+    }
     (findings, reference_commit)
 }
 

@@ -90,6 +90,10 @@ pub fn appraise(
             manifests: Vec::new(),
             ..policy.snp.clone()
         },
+        // The paravisor's launch measurement is Azure's firmware, pinned
+        // (if at all) by `snp.measurements`; what the worker booted is
+        // pinned through the vTPM's boot below, fail-closed there.
+        measurements: crate::policy::Measurements::Any,
         ..Policy::default()
     };
     let mut findings = Vec::new();
