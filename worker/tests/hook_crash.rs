@@ -36,6 +36,8 @@ use provenix_worker::hook::Client;
 use provenix_worker::platform::sim_policy;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_provenix-worker");
+
+mod nixbuild;
 const SUBMISSIONS: usize = 2000;
 const KILLS: usize = 5;
 const CLIENT_THREADS: usize = 4;
@@ -67,7 +69,9 @@ struct Acked {
 
 struct Shared {
     socket: PathBuf,
-    paths: Vec<String>,
+    /// Derivations Nix built, each with its outputs: the daemon signs an
+    /// output only with the derivation Nix registered it as built from.
+    built: Vec<nixbuild::Built>,
     acked: Mutex<Vec<Acked>>,
     submissions: AtomicUsize,
     done: AtomicBool,
@@ -173,13 +177,14 @@ fn protocol_client(shared: &Shared, seed: u64) {
                 }
             },
         };
-        // One or two outputs per submission.
-        let n = 1 + rng.below(2) as usize;
-        let first = rng.below(shared.paths.len() as u64) as usize;
+        // One or both outputs of a derivation per submission.
+        let b = &shared.built[rng.below(shared.built.len() as u64) as usize];
+        let n = 1 + rng.below(b.outs.len() as u64) as usize;
+        let first = rng.below(b.outs.len() as u64) as usize;
         let outs: Vec<String> = (0..n)
-            .map(|k| shared.paths[(first + k) % shared.paths.len()].clone())
+            .map(|k| b.outs[(first + k) % b.outs.len()].clone())
             .collect();
-        match c.submit(None, &outs) {
+        match c.submit(Some(&b.drv), &outs) {
             Ok(ack) => shared.record(ack.worker_key, &ack.indices, &outs),
             Err(_) => {
                 client = None;
@@ -193,13 +198,14 @@ fn protocol_client(shared: &Shared, seed: u64) {
 fn binary_client(shared: &Shared, seed: u64) {
     let mut rng = Rng(seed);
     while !shared.done.load(Ordering::SeqCst) {
-        let path = shared.paths[rng.below(shared.paths.len() as u64) as usize].clone();
+        let b = &shared.built[rng.below(shared.built.len() as u64) as usize];
+        let path = b.outs[rng.below(b.outs.len() as u64) as usize].clone();
         let out = Command::new(WORKER)
             .arg("hook")
             .arg("--socket")
             .arg(&shared.socket)
             .env("OUT_PATHS", &path)
-            .env("DRV_PATH", "")
+            .env("DRV_PATH", &b.drv)
             .output()
             .unwrap();
         if !out.status.success() {
@@ -364,38 +370,24 @@ fn kill_9_during_hook_submissions_loses_no_acknowledged_statement() {
     let dir = std::env::temp_dir().join(format!("provenix-hook-crash-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    // Small store paths, added in one nix-store call.
-    let sources: Vec<PathBuf> = (0..STORE_PATHS)
-        .map(|i| {
-            let d = dir.join(format!("provenix-crash-{i}"));
-            std::fs::create_dir_all(d.join("sub")).unwrap();
-            std::fs::write(d.join("sub/file"), format!("output {i}\n")).unwrap();
-            d
-        })
-        .collect();
-    let added = Command::new("nix-store")
-        .arg("--add")
-        .args(&sources)
-        .output()
-        .unwrap();
-    assert!(
-        added.status.success(),
-        "nix-store --add: {}",
-        String::from_utf8_lossy(&added.stderr)
+    // Small outputs, built in one Nix call: derivations with two
+    // outputs each, a directory and a file.
+    let tag = format!("{}-{seed}", std::process::id());
+    let built = nixbuild::build(&format!(
+        r#"builtins.genList (i: derivation {{ name = "provenix-crash-{tag}-${{toString i}}"; system = builtins.currentSystem; builder = "/bin/sh"; outputs = [ "out" "b" ]; args = [ "-c" "/bin/mkdir -p $out/sub; echo output ${{toString i}} > $out/sub/file; echo b ${{toString i}} > $b" ]; }}) {}"#,
+        STORE_PATHS / 2
+    ));
+    assert_eq!(
+        built.iter().map(|b| b.outs.len()).sum::<usize>(),
+        STORE_PATHS
     );
-    let paths: Vec<String> = String::from_utf8(added.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(paths.len(), STORE_PATHS);
 
     let state = dir.join("state");
     let socket = dir.join("hook.sock");
     let daemon_log = dir.join("daemon.log");
     let shared = Arc::new(Shared {
         socket: socket.clone(),
-        paths,
+        built,
         acked: Mutex::new(Vec::new()),
         submissions: AtomicUsize::new(0),
         done: AtomicBool::new(false),

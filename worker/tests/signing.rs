@@ -128,6 +128,27 @@ fn add_to_store(dir: &Path, tag: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// Overwrite the store file `out` (as root), returning what Nix
+/// registered and what the store now holds, as the daemon prints them.
+fn tamper(out: &str, tag: &str) -> (String, String) {
+    let info = nix_path_info(out);
+    let registered = format!(
+        "{} ({} bytes)",
+        info["narHash"].as_str().unwrap(),
+        info["narSize"].as_u64().unwrap()
+    );
+    std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(out, format!("tampered {tag}\n")).unwrap();
+    std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let now = provenix_worker::nar::hash_path(Path::new(out)).unwrap();
+    let computed = format!(
+        "sha256-{} ({} bytes)",
+        base64::engine::general_purpose::STANDARD.encode(now.sha256),
+        now.size
+    );
+    (registered, computed)
+}
+
 fn tag() -> String {
     format!(
         "{}-{}",
@@ -286,31 +307,25 @@ fn the_hook_signs_only_outputs_this_nix_built_in_this_boot() {
     );
     assert_eq!(serve.log_size(), before);
 
-    // An output modified in the store after Nix registered it.
-    let info = nix_path_info(d_out);
-    let registered = info["narHash"].as_str().unwrap().to_owned();
-    let registered_size = info["narSize"].as_u64().unwrap();
-    std::fs::set_permissions(d_out, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::write(d_out, format!("tampered {tag}\n")).unwrap();
-    std::fs::set_permissions(d_out, std::fs::Permissions::from_mode(0o444)).unwrap();
-    let now = provenix_worker::nar::hash_path(Path::new(d_out)).unwrap();
-    let computed = format!(
-        "sha256-{}",
-        base64::engine::general_purpose::STANDARD.encode(now.sha256)
-    );
-    assert_refused(
-        &serve,
-        Some(&d.drv),
-        &[d_out],
-        &format!(
-            "store corruption: {d_out} hashes to {computed} ({} bytes) in the store, but Nix \
-             registered {registered} ({registered_size} bytes)",
-            now.size
-        ),
-        "output modified on disk",
-    );
-    // The corrupt path is Nix's problem to repair; leave no trace.
-    let _ = Command::new("nix-store").args(["--delete", d_out]).output();
+    // An output modified in the store after Nix registered it: one never
+    // submitted, and one logged before (whose checks the daemon keeps).
+    for (built, out) in [(d, d_out), (a, a_out)] {
+        let (registered, computed) = tamper(out, &tag);
+        assert_refused(
+            &serve,
+            Some(&built.drv),
+            &[out],
+            &format!(
+                "store corruption: {out} hashes to {computed} in the store, but Nix registered \
+                 {registered}"
+            ),
+            "output modified on disk",
+        );
+    }
+    // The corrupt paths are Nix's problem to repair; leave no trace.
+    for out in [d_out, a_out] {
+        let _ = Command::new("nix-store").args(["--delete", out]).output();
+    }
 
     // After all that, the known good case still works, and only it and
     // the first were logged.

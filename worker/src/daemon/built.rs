@@ -70,23 +70,37 @@ impl Worker {
                     .into(),
             ));
         };
-        let drv_list = [drv.to_owned()];
-        let (infos, drv_info) = tokio::join!(
-            self.store.path_info(outs, false),
-            self.store.path_info(&drv_list, true)
-        );
-        let infos = infos?;
-        let drv_info = match drv_info {
-            Ok(mut v) => v.pop().flatten(),
-            // `nix path-info --derivation` fails on a path that is not
-            // valid, rather than saying so.
-            Err(DaemonError::Nix { reason, .. }) if reason.contains("not a valid store path") => {
-                None
+        // Outputs and derivations that passed before need no Nix query
+        // (see `Store::known`); the rest are asked about in one run each.
+        let known: Vec<Option<Registered>> = outs.iter().map(|o| self.store.known(o)).collect();
+        let unknown: Vec<String> = outs
+            .iter()
+            .zip(&known)
+            .filter(|(_, k)| k.is_none())
+            .map(|(o, _)| o.clone())
+            .collect();
+        let known_drv = self.store.known_drv(drv);
+        let (queried, drv_outputs) = tokio::join!(
+            async {
+                if unknown.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    self.store.path_info(&unknown, false).await
+                }
+            },
+            async {
+                match known_drv {
+                    Some(outputs) => Ok(outputs),
+                    None => self.derivation_outputs(drv).await,
+                }
             }
-            Err(e) => return Err(e),
-        }
-        .ok_or_else(|| not_built(drv, "the derivation is not valid in the Nix store".into()))?;
-        let drv_outputs = self.read_derivation(drv, &drv_info).await?;
+        );
+        let mut queried = queried?.into_iter();
+        let drv_outputs = drv_outputs?;
+        let infos: Vec<Option<Registered>> = known
+            .into_iter()
+            .map(|k| k.or_else(|| queried.next().flatten()))
+            .collect();
 
         let mut checked = Vec::with_capacity(outs.len());
         for (path, info) in outs.iter().zip(infos) {
@@ -141,6 +155,7 @@ impl Worker {
             }
             let nar = self.hash(path).await?;
             check_hash(path, &info, &nar)?;
+            self.store.remember(path, &info);
             checked.push(Output {
                 path: path.clone(),
                 nar,
@@ -148,6 +163,30 @@ impl Worker {
             });
         }
         Ok(checked)
+    }
+
+    /// The outputs the valid derivation `drv` names.
+    async fn derivation_outputs(
+        &self,
+        drv: &str,
+    ) -> Result<Vec<derivation::DrvOutput>, DaemonError> {
+        let drv_list = [drv.to_owned()];
+        let info = match self.store.path_info(&drv_list, true).await {
+            Ok(mut v) => v.pop().flatten(),
+            // `nix path-info --derivation` fails on a path that is not
+            // valid, rather than saying so.
+            Err(DaemonError::Nix { reason, .. }) if reason.contains("not a valid store path") => {
+                None
+            }
+            Err(e) => return Err(e),
+        }
+        .ok_or_else(|| DaemonError::NotBuilt {
+            path: drv.to_owned(),
+            reason: "the derivation is not valid in the Nix store".into(),
+        })?;
+        let outputs = self.read_derivation(drv, &info).await?;
+        self.store.remember_drv(drv, &outputs);
+        Ok(outputs)
     }
 
     /// The outputs `drv` names, from its file, once its NAR hash is the

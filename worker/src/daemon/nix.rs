@@ -13,12 +13,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
 use super::DaemonError;
+use super::derivation::DrvOutput;
 
 /// Longest store path name: Nix 2.8's `checkName` (`src/libstore/path.cc`)
 /// refuses names over 211 characters.
@@ -62,12 +64,26 @@ pub(crate) struct Registered {
     pub(crate) ca: Option<String>,
 }
 
+/// Entries each cache holds. Cleared whole when full: a miss costs one
+/// Nix query, nothing else.
+const CACHE_ENTRIES: usize = 16_384;
+
 /// The Nix store the daemon reports on.
 #[derive(Debug)]
 pub(crate) struct Store {
     dir: String,
     nix: PathBuf,
     queries: Semaphore,
+    /// What Nix registered for outputs that passed every check once. What
+    /// Nix records about a valid path changes only if the path is deleted
+    /// and registered again; the daemon hashes the path at every
+    /// submission and compares with this, so what it signs is always the
+    /// content this machine's Nix built in this boot, even from the cache.
+    known: Mutex<HashMap<String, Registered>>,
+    /// The outputs of store derivations that passed their checks: a
+    /// derivation's path is the hash of its text, so its outputs never
+    /// change.
+    drvs: Mutex<HashMap<String, Vec<DrvOutput>>>,
 }
 
 impl Store {
@@ -80,7 +96,29 @@ impl Store {
             dir: dir.to_owned(),
             nix,
             queries: Semaphore::new(QUERY_CONCURRENCY),
+            known: Mutex::new(HashMap::new()),
+            drvs: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// What [`Store::remember`] kept for `path`.
+    pub(crate) fn known(&self, path: &str) -> Option<Registered> {
+        lock(&self.known).get(path).cloned()
+    }
+
+    /// Keep what Nix registered for an output that passed every check.
+    pub(crate) fn remember(&self, path: &str, info: &Registered) {
+        insert(&self.known, path, info.clone());
+    }
+
+    /// The outputs of a derivation that passed its checks, if known.
+    pub(crate) fn known_drv(&self, drv: &str) -> Option<Vec<DrvOutput>> {
+        lock(&self.drvs).get(drv).cloned()
+    }
+
+    /// Keep the outputs of a derivation that passed its checks.
+    pub(crate) fn remember_drv(&self, drv: &str, outputs: &[DrvOutput]) {
+        insert(&self.drvs, drv, outputs.to_vec());
     }
 
     /// Check that `path` is `<store>/<32 base-32 chars>-<name>` with a name
@@ -261,6 +299,19 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The caches hold no invariant a panicking holder could break.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn insert<T>(m: &Mutex<HashMap<String, T>>, key: &str, value: T) {
+    let mut map = lock(m);
+    if map.len() >= CACHE_ENTRIES {
+        map.clear();
+    }
+    map.insert(key.to_owned(), value);
 }
 
 /// Nix's base-32 alphabet (`base32Chars` in `src/libutil/hash.cc`): digits
