@@ -8,8 +8,12 @@
 //!
 //! `--passes P` submits every path P times in total (split over the
 //! clients) instead of running for a time: a first pass measures the cold
-//! path (each path's first submission runs `nix-store --query
-//! --references`).
+//! path (each path's first submission runs `nix path-info --json` for it
+//! and its derivation).
+//!
+//! The daemon signs only outputs Nix built on this machine in this boot,
+//! submitted with their derivation: give outputs of `nix-build` (their
+//! derivers are looked up here, once), not `nix-store --add` paths.
 
 // An example binary: a bad flag is a usage error, not a library failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -41,7 +45,7 @@ fn main() {
     }
     let socket = socket.expect("--socket PATH");
     assert!(!paths.is_empty(), "no store paths");
-    let paths = Arc::new(paths);
+    let paths: Arc<Vec<(String, String)>> = Arc::new(with_derivers(paths));
     let total = passes.map(|p| p * paths.len());
     let deadline = seconds.map(Duration::from_secs_f64);
     let next = Arc::new(AtomicUsize::new(0));
@@ -62,9 +66,11 @@ fn main() {
                     {
                         break;
                     }
-                    let path = &paths[n % paths.len()];
+                    let (path, drv) = &paths[n % paths.len()];
                     let t = Instant::now();
-                    client.submit(None, std::slice::from_ref(path)).unwrap();
+                    client
+                        .submit(Some(drv), std::slice::from_ref(path))
+                        .unwrap();
                     latencies.push(t.elapsed());
                 }
                 latencies
@@ -92,4 +98,25 @@ fn main() {
         pct(0.99),
         latencies.last().unwrap().as_secs_f64() * 1e3
     );
+}
+
+/// Each path with its deriver, from one `nix-store --query --deriver`.
+fn with_derivers(paths: Vec<String>) -> Vec<(String, String)> {
+    let out = std::process::Command::new("nix-store")
+        .args(["--query", "--deriver", "--"])
+        .args(&paths)
+        .output()
+        .expect("running nix-store --query --deriver");
+    assert!(out.status.success(), "nix-store --query --deriver failed");
+    let derivers: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(derivers.len(), paths.len());
+    assert!(
+        derivers.iter().all(|d| d.ends_with(".drv")),
+        "a path has no deriver (added, not built): {derivers:?}"
+    );
+    paths.into_iter().zip(derivers).collect()
 }
