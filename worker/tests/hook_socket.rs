@@ -112,18 +112,20 @@ fn floods_and_non_reading_clients_neither_delay_a_hook_nor_hold_sigterm() {
 
     // A client that pipelines head requests and never reads: the daemon
     // answers until the socket's buffer is full, then drops it after its
-    // write deadline instead of waiting for it.
-    let pipeliner = {
-        let mut s = UnixStream::connect(&socket).unwrap();
+    // write deadline (5 s) instead of waiting for it.
+    let pipeline = |socket: &Path| {
+        let mut s = UnixStream::connect(socket).unwrap();
+        let started = Instant::now();
         std::thread::spawn(move || {
             let request = frame(&Request::Head.encode());
             let mut sent = 0usize;
             while s.write_all(&request).is_ok() {
                 sent += 1;
             }
-            sent
+            (sent, started.elapsed())
         })
     };
+    let pipeliner = pipeline(&socket);
     // 256 idle connections from this process: all but the per-process
     // limit are refused at once, with a reason.
     let mut idle = Vec::new();
@@ -156,7 +158,15 @@ fn floods_and_non_reading_clients_neither_delay_a_hook_nor_hold_sigterm() {
         assert!(*took < Duration::from_secs(1), "{took:?}");
     }
 
-    // SIGTERM with everything still connected.
+    // The non-reading client was dropped by the write deadline.
+    let (sent, dropped_after) = pipeliner.join().unwrap();
+    eprintln!("the pipeliner sent {sent} requests and was dropped after {dropped_after:?}");
+    assert!(dropped_after < Duration::from_secs(8), "{dropped_after:?}");
+
+    // SIGTERM with a non-reading client and the idle floods connected.
+    let pipeliner = pipeline(&socket);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!pipeliner.is_finished());
     let start = Instant::now();
     Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])
@@ -168,8 +178,7 @@ fn floods_and_non_reading_clients_neither_delay_a_hook_nor_hold_sigterm() {
     assert!(status.success(), "{status}");
     assert!(stopped < Duration::from_secs(5), "{stopped:?}");
     assert!(!socket.exists());
-    let sent = pipeliner.join().unwrap();
-    eprintln!("the pipeliner sent {sent} requests before it was dropped");
+    pipeliner.join().unwrap();
     for mut h in holders {
         let _ = h.kill();
         let _ = h.wait();

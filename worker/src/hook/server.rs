@@ -18,7 +18,8 @@
 //!   taken by the client, within [`ServerOptions::io_timeout`]. A client
 //!   that pipelines requests and never reads is closed when its response
 //!   does not fit the socket's buffer within that time.
-//! - Shutdown: idle connections close at once; requests in progress get
+//! - Shutdown: idle connections, and those whose client has not taken its
+//!   response, close at once; requests in progress get
 //!   [`ServerOptions::shutdown_grace`], then their tasks are aborted.
 
 // Parses what clients hand it: no panics from input.
@@ -369,7 +370,14 @@ impl Connection {
                 Ok(request) => self.handle(request).await,
                 Err(why) => Response::Error(format!("bad request: {why}")),
             };
-            if self.write(&mut stream, &response).await.is_err() {
+            // A response the client does not take holds up nothing at
+            // shutdown: the request is done, only the answer is waiting.
+            let mut shutdown = self.shutdown.clone();
+            let written = tokio::select! {
+                written = self.write(&mut stream, &response) => written,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            if written.is_err() {
                 return;
             }
         }
