@@ -818,15 +818,22 @@ async fn builds_with_the_real_nix_build_stream_the_log_and_log_the_outputs() {
         vec![(Some(out.derivation.clone()), vec![out.store_path.clone()])]
     );
 
-    // The same derivation by its store path: already valid, logged again.
+    // The same derivation by its store path: its output is already valid,
+    // so nothing would be built; refused, never signed silently.
     let request = BuildRequest {
         target: Some(Target::Derivation(out.derivation.clone())),
         attributes: vec![],
     };
-    let again = build(&mut client, request).await.result.unwrap();
-    assert_eq!(again.outputs.len(), 1);
-    assert_eq!(again.outputs[0].store_path, out.store_path);
-    assert_eq!(again.outputs[0].log_index, 1);
+    let status = build(&mut client, request).await.result.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().starts_with(&format!(
+            "already valid in the worker's store, so this request would not build: {}",
+            out.store_path
+        )),
+        "{status:?}"
+    );
+    assert_eq!(backend.submitted.lock().unwrap().len(), 1);
 
     // Two derivations with two outputs each; -A picks one of three.
     let text = format!(
@@ -867,7 +874,7 @@ async fn builds_with_the_real_nix_build_stream_the_log_and_log_the_outputs() {
         assert_eq!(backend.entry(o.log_index), expected.as_bytes());
         assert!(Path::new(&o.store_path).exists());
     }
-    assert_eq!(backend.submitted.lock().unwrap().len(), 4);
+    assert_eq!(backend.submitted.lock().unwrap().len(), 3);
 
     // The work directories (and their GC roots) are gone.
     assert_eq!(std::fs::read_dir(&work.0).unwrap().count(), 0);
