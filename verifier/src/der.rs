@@ -34,6 +34,76 @@ pub(crate) fn check_canonical(der: &[u8]) -> Result<(), String> {
     }
 }
 
+/// The TLVs directly inside the constructed element `der` (one canonical
+/// TLV, as [`check_canonical`] accepts): each child's tag and its whole
+/// encoding.
+fn children(der: &[u8]) -> Result<Vec<(u8, &[u8])>, String> {
+    let end = element(der, 0, 0)?;
+    let header = header_len(der)?;
+    let mut out = Vec::new();
+    let mut at = header;
+    while at < end {
+        let next = element(der, at, 1)?;
+        let tag = *der.get(at).ok_or("DER truncated")?;
+        out.push((tag, der.get(at..next).ok_or("DER truncated")?));
+        at = next;
+    }
+    Ok(out)
+}
+
+/// The length of the tag and length octets at the start of `der`.
+fn header_len(der: &[u8]) -> Result<usize, String> {
+    let first = *der.get(1).ok_or("DER truncated")?;
+    Ok(if first < 0x80 {
+        2
+    } else {
+        2usize
+            .checked_add(usize::from(first & 0x7f))
+            .ok_or("DER offset overflow")?
+    })
+}
+
+/// Check the parts of a certificate (RFC 5280 4.1) that its signature does
+/// not cover: `Certificate ::= SEQUENCE { tbsCertificate,
+/// signatureAlgorithm, signatureValue BIT STRING }`, with the outer
+/// signatureAlgorithm byte for byte the copy inside the signed TBS
+/// (4.1.1.2: "MUST contain the same algorithm identifier"), and the BIT
+/// STRING with no unused bits. With [`check_canonical`], nothing outside
+/// the TBS can change but the signature value, which the signature check
+/// fixes.
+pub(crate) fn check_certificate_envelope(der: &[u8]) -> Result<(), String> {
+    check_canonical(der)?;
+    if der.first() != Some(&0x30) {
+        return Err("a certificate is not a SEQUENCE".into());
+    }
+    let parts = children(der)?;
+    let [(0x30, tbs), (0x30, outer_alg), (0x03, signature)] = parts.as_slice() else {
+        return Err(
+            "a certificate is not SEQUENCE { TBS SEQUENCE, AlgorithmIdentifier SEQUENCE, BIT STRING }"
+                .into(),
+        );
+    };
+    // TBSCertificate: [0] version (optional), serialNumber, signature.
+    let fields = children(tbs)?;
+    let inner_alg = fields
+        .iter()
+        .skip_while(|(tag, _)| *tag == 0xa0)
+        .nth(1)
+        .map(|(_, bytes)| *bytes)
+        .ok_or("the TBS certificate has no signature algorithm")?;
+    if inner_alg != *outer_alg {
+        return Err(
+            "the outer signature algorithm is not byte for byte the one in the signed TBS (RFC 5280 4.1.1.2)"
+                .into(),
+        );
+    }
+    let header = header_len(signature)?;
+    if signature.get(header) != Some(&0) {
+        return Err("the signature BIT STRING has unused bits".into());
+    }
+    Ok(())
+}
+
 /// Walk the TLV at `at`, returning the offset just past it.
 fn element(der: &[u8], at: usize, depth: usize) -> Result<usize, String> {
     if depth > MAX_DEPTH {

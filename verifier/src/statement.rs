@@ -255,6 +255,21 @@ impl Statement {
         }
         let sign1 =
             CoseSign1::from_slice(signed).map_err(|e| bad(format!("not a COSE_Sign1: {e}")))?;
+        // The signature covers the protected header and the payload only
+        // (RFC 9052 4.4): anything else could vary under one signature, so
+        // there must be nothing else, and the bytes must be the one
+        // encoding the worker writes.
+        if !sign1.unprotected.is_empty() {
+            return Err(bad(
+                "the COSE_Sign1 unprotected header is not empty (nothing outside the signature is read)"
+                    .into(),
+            ));
+        }
+        if sign1.clone().to_vec().ok().as_deref() != Some(signed) {
+            return Err(bad(
+                "the COSE_Sign1 is not in its deterministic encoding (RFC 8949 4.2.1)".into(),
+            ));
+        }
         let header = &sign1.protected.header;
         if header.alg
             != Some(coset::RegisteredLabelWithPrivate::Assigned(
@@ -358,6 +373,27 @@ mod tests {
         // A statement naming another worker key cannot be signed by this one.
         let other = key();
         assert!(sample(&other).sign(&k).is_err());
+    }
+
+    #[test]
+    fn bytes_outside_the_signature_are_refused() {
+        let k = key();
+        let signed = sample(&k).sign(&k).unwrap();
+        let mut sign1 = CoseSign1::from_slice(&signed).unwrap();
+        // A kid in the unprotected header: the signature still verifies.
+        sign1.unprotected = HeaderBuilder::new().key_id(b"another".to_vec()).build();
+        let with_kid = sign1.clone().to_vec().unwrap();
+        assert!(
+            matches!(Statement::verify(&with_kid), Err(Error::Statement(m)) if m.contains("unprotected")),
+        );
+        // The same COSE_Sign1, tagged (RFC 9052 tag 18): another encoding.
+        let mut tagged = vec![0xd2];
+        tagged.extend_from_slice(&signed);
+        assert!(Statement::verify(&tagged).is_err());
+        // The array header with a one-byte length (0x98 0x04, not 0x84).
+        let mut long = vec![0x98, 0x04];
+        long.extend_from_slice(&signed[1..]);
+        assert!(Statement::verify(&long).is_err());
     }
 
     #[test]

@@ -115,7 +115,8 @@ impl Cert {
                 der.len()
             )));
         }
-        crate::der::check_canonical(der).map_err(|e| bad(format!("not canonical DER: {e}")))?;
+        crate::der::check_certificate_envelope(der)
+            .map_err(|e| bad(format!("not canonical DER: {e}")))?;
         let (rest, x509) = X509Certificate::from_der(der)
             .map_err(|e| bad(format!("not a DER X.509 certificate: {e}")))?;
         if !rest.is_empty() {

@@ -875,7 +875,8 @@ impl Cert {
         if der.len() > MAX_CERT {
             return Err(bad(format!("{} bytes exceeds {MAX_CERT}", der.len())));
         }
-        crate::der::check_canonical(der).map_err(|e| bad(format!("not canonical DER: {e}")))?;
+        crate::der::check_certificate_envelope(der)
+            .map_err(|e| bad(format!("not canonical DER: {e}")))?;
         let (rest, x509) = X509Certificate::from_der(der)
             .map_err(|e| bad(format!("not a DER X.509 certificate: {e}")))?;
         if !rest.is_empty() {
