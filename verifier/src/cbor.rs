@@ -313,3 +313,41 @@ impl<K: MapKey, E> Fields<K, E> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_maps_follow_rfc_8949_key_order_and_read_back_in_order() {
+        let map = sorted_map(vec![
+            (Value::from("ok"), Value::Bool(true)),
+            (Value::from("v"), Value::from(1u64)),
+            (Value::from("aa"), Value::from(2u64)),
+        ]);
+        let bytes = encode(&map);
+        // "v" (one byte) before "aa" and "ok" (two bytes, bytewise).
+        assert_eq!(bytes, b"\xa3\x61v\x01\x62aa\x02\x62ok\xf5");
+        let mut m = decode_map_with::<&str, String>(&bytes, 64, |e| e).unwrap();
+        assert_eq!(m.uint("v", "v").unwrap(), 1);
+        assert!(m.next_is("aa").unwrap());
+        assert_eq!(m.uint("aa", "aa").unwrap(), 2);
+        assert!(m.bool("ok", "ok").unwrap());
+        m.finish().unwrap();
+        // Taken out of order: the skipped key is reported.
+        let mut m = decode_map_with::<&str, String>(&bytes, 64, |e| e).unwrap();
+        assert_eq!(m.uint("aa", "aa").unwrap_err(), "missing aa (key aa)");
+        // Integer keys where text keys are read, and the other way round.
+        let ints = encode(&Value::Map(vec![(Value::from(1u64), Value::Null)]));
+        let m = decode_map_with::<&str, String>(&ints, 64, |e| e).unwrap();
+        assert_eq!(
+            m.finish().unwrap_err(),
+            "map key Integer(Integer(1)) is not a text string"
+        );
+        let mut m = decode_map_with::<u64, String>(&bytes, 64, |e| e).unwrap();
+        assert_eq!(
+            m.next_key().unwrap_err(),
+            "map key Text(\"v\") is not an unsigned integer"
+        );
+    }
+}
