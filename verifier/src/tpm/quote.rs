@@ -466,6 +466,68 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_key_has_one_id_whatever_else_its_public_area_says() {
+        use provenix_firmware::tpm::structures::{EccPublic, RsaPublic};
+        let ecc = |scheme, x: &[u8], y: &[u8]| {
+            key_id(&PublicKey::Ecc(EccPublic {
+                symmetric: None,
+                scheme,
+                curve: EccCurve::NistP256,
+                kdf: None,
+                x: x.to_vec(),
+                y: y.to_vec(),
+            }))
+            .unwrap()
+        };
+        let (x, y) = ([0x11; 32], [0x22; 32]);
+        let mut short_x = x.to_vec();
+        short_x[0] = 0;
+        let base = ecc(None, &x, &y);
+        // Another scheme: the same key.
+        assert_eq!(ecc(Some(Scheme::Ecdsa(HashAlg::Sha256)), &x, &y), base);
+        // Leading zeros, stripped or not: the same key.
+        assert_eq!(
+            ecc(None, &short_x, &y),
+            ecc(None, short_x.get(1..).unwrap(), &y)
+        );
+        // Another point: another key.
+        assert_ne!(ecc(None, &y, &x), base);
+        // Longer than the curve: no id.
+        assert!(
+            key_id(&PublicKey::Ecc(EccPublic {
+                symmetric: None,
+                scheme: None,
+                curve: EccCurve::NistP256,
+                kdf: None,
+                x: vec![1; 33],
+                y: y.to_vec(),
+            }))
+            .is_none()
+        );
+        let rsa = |exponent, modulus: &[u8], scheme| {
+            key_id(&PublicKey::Rsa(RsaPublic {
+                symmetric: None,
+                scheme,
+                key_bits: 2048,
+                exponent,
+                modulus: modulus.to_vec(),
+            }))
+            .unwrap()
+        };
+        let n = [0xC3; 256];
+        let mut padded = vec![0];
+        padded.extend_from_slice(&n);
+        // Exponent 0 is 65537; a zero byte before the modulus; a scheme.
+        assert_eq!(
+            rsa(0, &n, None),
+            rsa(65537, &padded, Some(Scheme::RsaSsa(HashAlg::Sha256)))
+        );
+        assert_ne!(rsa(3, &n, None), rsa(65537, &n, None));
+        // An RSA key and an ECC key never share an id.
+        assert_ne!(rsa(0, &[0x11; 64], None), base);
+    }
+
+    #[test]
     fn left_pad_table() {
         type Case<'a> = (&'a [u8], usize, Option<&'a [u8]>);
         let cases: [Case<'_>; 5] = [
