@@ -14,7 +14,7 @@
 //!    shared by many bundles (a worker's identity and checkpoint) is still
 //!    authenticated per bundle: memoising it by its bytes needs a hook in
 //!    `verify_bundle` (the library).
-//! 4. [`Policy::decide`] per subject; one line each, and a summary for a
+//! 4. [`provenix_verifier::Policy::decide`] per subject; one line each, and a summary for a
 //!    closure. A progress bar goes to stderr when it is a terminal.
 
 use std::collections::{HashMap, HashSet};

@@ -8,7 +8,7 @@
 //! - [`sim`] (feature `sim`): a simulated SNP platform with an AMD-shaped test
 //!   chain, producing byte-exact signed reports for development and CI.
 //!
-//! - [`file`]: how the project reads a file someone else wrote: regular
+//! - [`file`](mod@file): how the project reads a file someone else wrote: regular
 //!   files only, each format with its own limit, never trusting metadata.
 //!
 //! Parsing is pure: no I/O, no cryptography. Authenticity and policy are the

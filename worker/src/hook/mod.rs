@@ -10,7 +10,7 @@
 //! this boot, with the hash the daemon computed (`crate::daemon`, "What
 //! the daemon signs").
 //!
-//! Four parts: [`env`] (what Nix hands the hook), [`protocol`] (messages
+//! Four parts: [`env`](mod@env) (what Nix hands the hook), [`protocol`] (messages
 //! and frames), [`client`] (the hook's side) and [`server`] (the daemon's
 //! side, with its bounds).
 //!
