@@ -711,7 +711,7 @@ pub fn make_challenge(
         ek_public: offered.public.clone(),
         ek_roots: ek_roots.to_vec(),
         ek_intermediates: ek_intermediates.to_vec(),
-        commitment: commitment(&secret, &id, &ak_name, &ek.key_id()),
+        commitment: commitment(&secret, &id, &ak_name, &sha256(&offered.certificate)),
     };
     Ok((challenge, state))
 }
@@ -769,18 +769,26 @@ pub fn finish_enrollment(
 /// what the state keeps instead of the secret. The secret is 32 random
 /// bytes, so the commitment reveals nothing of it, and it ties the secret
 /// to the AK and EK the challenge was made for.
-fn commitment(secret: &[u8], id: &[u8], ak_name: &[u8], ek_key_id: &[u8; 32]) -> Vec<u8> {
+fn commitment(
+    secret: &[u8],
+    id: &[u8],
+    ak_name: &[u8],
+    ek_certificate_sha256: &[u8; 32],
+) -> Vec<u8> {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    hmac::sign(&key, &commitment_message(id, ak_name, ek_key_id))
-        .as_ref()
-        .to_vec()
+    hmac::sign(
+        &key,
+        &commitment_message(id, ak_name, ek_certificate_sha256),
+    )
+    .as_ref()
+    .to_vec()
 }
 
-fn commitment_message(id: &[u8], ak_name: &[u8], ek_key_id: &[u8; 32]) -> Vec<u8> {
+fn commitment_message(id: &[u8], ak_name: &[u8], ek_certificate_sha256: &[u8; 32]) -> Vec<u8> {
     let mut m = COMMITMENT_DOMAIN.to_vec();
     tpm2b(&mut m, id);
     tpm2b(&mut m, ak_name);
-    m.extend_from_slice(ek_key_id);
+    m.extend_from_slice(ek_certificate_sha256);
     m
 }
 
