@@ -782,7 +782,7 @@ fn cases() -> Vec<Case> {
         case(
             "garbage VEK",
             1,
-            "VCEK: not a DER X.509 certificate",
+            "VCEK: not canonical DER",
             |f, i| {
                 i.bundle = Some(f.with_evidence(|e| {
                     e.cert_table = None;
