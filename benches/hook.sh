@@ -8,7 +8,9 @@
 # TMPDIR. The load is the `hook_load` example: each client thread keeps one
 # connection and sends one submission (one output) at a time, waiting for
 # its acknowledgement, round-robin over small store paths (one file each,
-# added with one `nix-store --add`), so NAR hashing does not dominate.
+# built by Nix from one expression of PATHS derivations: the daemon signs
+# only what this machine's Nix built since boot, with its deriver), so NAR
+# hashing does not dominate.
 #
 # Phases, in one run:
 #   cold:  the first submission of each path (the daemon runs
@@ -39,12 +41,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p "$work/src"
-for i in $(seq 1 "$npaths"); do
-    printf 'provenix hook bench output %s\n' "$i" > "$work/src/provenix-hook-bench-$i"
-done
-mapfile -t paths < <(nix-store --add "$work"/src/*)
-echo "store paths: ${#paths[@]} small files"
+# A nonce in the names: each run builds fresh outputs, registered now.
+nonce=$(date +%s%N)
+expr="builtins.genList (i: derivation { name = \"provenix-hook-bench-$nonce-\${toString i}\"; system = builtins.currentSystem; builder = \"/bin/sh\"; args = [ \"-c\" \"echo provenix hook bench \${toString i} > \$out\" ]; }) $npaths"
+mapfile -t drvs < <(nix-instantiate --expr "$expr")
+mapfile -t paths < <(nix-store --option sandbox false --option substituters "" \
+    --option post-build-hook "" --realise "${drvs[@]}" 2>/dev/null)
+echo "store paths: ${#paths[@]} small files built by nix"
 
 "$worker" serve --state "$work/state" --socket "$work/hook.sock" --platform sim \
     2> "$work/daemon.log" &
