@@ -197,7 +197,7 @@ fn challenge(
     write_file(out, challenge.to_json().as_bytes(), false)?;
     eprintln!(
         "EK certificate verified (SHA-256 {}); challenge {} for AK {} written to {}, state to {}",
-        hex::encode(sha256(&state.ek_certificate)),
+        hex::encode(provenix_verifier::sha256(&state.ek_certificate)),
         hex::encode(&challenge.id),
         hex::encode(&challenge.ak_name),
         out.display(),
@@ -379,10 +379,4 @@ fn pem_certificate(der: &[u8]) -> String {
     }
     out.push_str("-----END CERTIFICATE-----\n");
     out
-}
-
-fn sha256(bytes: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .to_vec()
 }

@@ -279,7 +279,7 @@ pub(crate) fn screen(
 /// A stale checkpoint, as the policy finding it is.
 fn stale(finding: Finding) -> Refusal {
     Refusal::Policy {
-        evidence: "checkpoint",
+        evidence: provenix_verifier::Role::Checkpoint,
         rejection: Rejection {
             findings: vec![finding],
         },

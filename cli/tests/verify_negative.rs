@@ -779,17 +779,12 @@ fn cases() -> Vec<Case> {
                 ));
             },
         ),
-        case(
-            "garbage VEK",
-            1,
-            "VCEK: not canonical DER",
-            |f, i| {
-                i.bundle = Some(f.with_evidence(|e| {
-                    e.cert_table = None;
-                    e.vek = Some(vec![0x30, 0x03, 0x02, 0x01, 0x00]);
-                }));
-            },
-        ),
+        case("garbage VEK", 1, "VCEK: not canonical DER", |f, i| {
+            i.bundle = Some(f.with_evidence(|e| {
+                e.cert_table = None;
+                e.vek = Some(vec![0x30, 0x03, 0x02, 0x01, 0x00]);
+            }));
+        }),
         // --- Policy.
         case(
             "policy: wrong root pin",

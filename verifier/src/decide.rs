@@ -19,10 +19,11 @@
 //! `distinct = "chip"` are one builder. The subject is accepted when one
 //! digest has at least M distinct builders and no other digest does too.
 
-use crate::bundle::{Refusal, VerifiedBundle, VerifiedEvidence};
 use crate::error::CertRole;
+use crate::error::Refusal;
 use crate::policy::{Builders, Distinct, Policy};
 use crate::statement::Subject;
+use crate::verify_bundle::{VerifiedBundle, VerifiedEvidence};
 
 /// The digest of the subject as computed locally: SHA-256 and size of a
 /// file's bytes, or of a store path's NAR.

@@ -466,3 +466,57 @@ pub struct Rejection {
     /// Every failed check, in the order they were made.
     pub findings: Vec<Finding>,
 }
+
+/// Why a bundle was not accepted.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Malformed, not authentic, or a binding does not hold.
+    Invalid(Error),
+    /// Authentic evidence the policy rejects; `evidence` says which.
+    Policy {
+        /// Which piece of the bundle's evidence.
+        evidence: Role,
+        /// Every finding.
+        rejection: Rejection,
+    },
+}
+
+impl core::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Refusal::Invalid(e) => write!(f, "{e}"),
+            Refusal::Policy {
+                evidence,
+                rejection,
+            } => write!(f, "{evidence} evidence {rejection}"),
+        }
+    }
+}
+
+impl From<Error> for Refusal {
+    fn from(e: Error) -> Self {
+        Refusal::Invalid(e)
+    }
+}
+
+/// Which piece of a bundle's evidence something is about: a role the
+/// verifier gives it, never a string the caller rewrites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The worker's identity evidence (logged bundles).
+    Identity,
+    /// The attested checkpoint's evidence (logged bundles).
+    Checkpoint,
+    /// The evidence that binds the statement itself (direct bundles).
+    Statement,
+}
+
+impl core::fmt::Display for Role {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Role::Identity => "identity",
+            Role::Checkpoint => "checkpoint",
+            Role::Statement => "statement",
+        })
+    }
+}

@@ -15,6 +15,7 @@
 
 mod anchors;
 mod authenticate;
+mod binding;
 mod bundle;
 pub mod cbor;
 mod checkpoint;
@@ -22,6 +23,8 @@ mod crl;
 mod decide;
 mod der;
 mod error;
+mod evidence;
+mod hash;
 mod merkle;
 #[cfg(unix)]
 pub mod nar;
@@ -30,25 +33,26 @@ mod policy;
 pub mod slsa;
 mod statement;
 pub mod tpm;
+mod verify_bundle;
 mod witness;
 mod x509;
 
 pub use anchors::{Root, TrustAnchors};
 pub use authenticate::{AuthenticatedReport, Verifier};
-pub use bundle::{
-    AzureEvidence, BUNDLE_VERSION, Bundle, BundleVerifier, CHECKPOINT_DOMAIN, Evidence,
-    IDENTITY_DOMAIN, Identity, InclusionProof, MAX_BUNDLE_SIZE, PcrValue, Refusal,
-    STATEMENT_DOMAIN, SnpEvidence, TpmEvidence, VerifiedBundle, VerifiedEvidence,
-    appraise_evidence, checkpoint_report_data, identity_report_data, log_origin,
-    statement_report_data, tpm_qualifying_data, verify_bundle,
+pub use binding::{
+    CHECKPOINT_DOMAIN, IDENTITY_DOMAIN, STATEMENT_DOMAIN, checkpoint_report_data,
+    identity_report_data, log_origin, statement_report_data, tpm_qualifying_data,
 };
+pub use bundle::{BUNDLE_VERSION, Bundle, Identity, InclusionProof, MAX_BUNDLE_SIZE};
 pub use checkpoint::{
     Checkpoint, CheckpointFailure, MAX_EXTENSION_LINES, MAX_LINE_LEN, MAX_NOTE_LEN, MAX_SIGNATURES,
     VerifiedCheckpoint, VerifierKey, signature_line, verify_checkpoint,
 };
 pub use crl::{Crl, MAX_CRL_SIZE};
 pub use decide::{Actual, Builder, Claim, Decision, Excluded, Reason, Why};
-pub use error::{CertRole, Error, Finding, Rejection};
+pub use error::{CertRole, Error, Finding, Refusal, Rejection, Role};
+pub use evidence::{AzureEvidence, Evidence, PcrValue, SnpEvidence, TpmEvidence};
+pub use hash::sha256;
 pub use merkle::{
     EMPTY_ROOT, Hash, MAX_CONSISTENCY_PROOF, MAX_INCLUSION_PROOF, ProofFailure, hash_from_slice,
     leaf_hash, node_hash, root_from_consistency, root_from_inclusion, verify_consistency,
@@ -63,6 +67,9 @@ pub use policy::{
 pub use statement::{
     MAX_REFERENCES, MAX_STATEMENT_SIZE, STATEMENT_CONTENT_TYPE, STATEMENT_VERSION, Statement,
     Subject,
+};
+pub use verify_bundle::{
+    BundleVerifier, VerifiedBundle, VerifiedEvidence, appraise_evidence, verify_bundle,
 };
 pub use witness::{
     Conflict, ConsistencyProof, FORK_SCHEMA, Fork, MAX_CLOCK_SKEW, Observation, ProofSource, Seen,

@@ -18,9 +18,12 @@ use ring::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 
 use crate::authenticate::Verifier;
-use crate::bundle::{Bundle, Evidence, Refusal, verify_bundle};
+use crate::bundle::Bundle;
+use crate::error::Refusal;
+use crate::evidence::Evidence;
 use crate::policy::Policy;
 use crate::statement::{STATEMENT_VERSION, Subject};
+use crate::verify_bundle::verify_bundle;
 
 /// `_type` of an in-toto Statement v1.
 pub const IN_TOTO_STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";

@@ -43,16 +43,18 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::bundle::{Bundle, VerifiedBundle, log_origin};
+use crate::binding::log_origin;
+use crate::bundle::Bundle;
 use crate::checkpoint::{MAX_NOTE_LEN, VerifiedCheckpoint, VerifierKey, verify_checkpoint};
 use crate::error::{Error, Finding, fmt_time};
 use crate::merkle::{Hash, MAX_CONSISTENCY_PROOF, verify_consistency};
+use crate::verify_bundle::VerifiedBundle;
 
 /// The checkpoint extension line that carries the worker's clock when it
 /// signed the checkpoint: `provenix-time <unix seconds>` (canonical
@@ -770,23 +772,11 @@ fn io_error(what: &str, path: &Path, e: &std::io::Error) -> Error {
 /// A file's bytes, `None` when it does not exist, an error when larger
 /// than `max`.
 fn read_small(path: &Path, max: usize) -> Result<Option<Vec<u8>>, Error> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error("read", path, &e)),
-    };
-    let mut bytes = Vec::new();
-    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-    file.take(limit)
-        .read_to_end(&mut bytes)
-        .map_err(|e| io_error("read", path, &e))?;
-    if bytes.len() > max {
-        return Err(Error::Policy(format!(
-            "checkpoint memory {}: larger than {max} bytes",
-            path.display()
-        )));
+    match provenix_firmware::file::read_bounded(path, max) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(Error::Policy(format!("checkpoint memory: {e}"))),
     }
-    Ok(Some(bytes))
 }
 
 /// Write `name` in `dir` so that a crash leaves the old or the new

@@ -21,6 +21,7 @@ use x509_parser::signature_algorithm::SignatureAlgorithm;
 use x509_parser::x509::AlgorithmIdentifier;
 
 use crate::error::{CertRole, Error};
+use crate::hash::sha256;
 
 /// Largest certificate accepted; AMD's are under 2.5 KiB.
 pub(crate) const MAX_CERT_SIZE: usize = 16 * 1024;
@@ -213,13 +214,6 @@ pub(crate) fn verify_rsa_pss(key: &PublicKey, message: &[u8], signature: &[u8]) 
     UnparsedPublicKey::new(&signature::RSA_PSS_2048_8192_SHA384, der)
         .verify(message, signature)
         .map_err(|_| ())
-}
-
-pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut out = [0; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
 }
 
 /// Accept exactly AMD's RSASSA-PSS parameters; name what differs otherwise.

@@ -256,6 +256,16 @@ fn direct_mode_quotes_verify_and_each_broken_piece_is_refused() {
     )
     .unwrap_err();
     assert!(matches!(err, Refusal::Invalid(_)), "{err}");
+    // The AK's public area re-encoded with one attribute more (noDA, bit
+    // 10 of objectAttributes, bytes 4..8): the same key, so the AK
+    // certificate still names it and the quote's signature verifies; the
+    // quote's qualifiedSigner, the TPM's own word for the TPMT_PUBLIC it
+    // signed with, is not this one's qualified name.
+    let err = verify(&with_tpm_evidence(&bundle, |e| e.ak_public[6] ^= 0x04), &policy).unwrap_err();
+    assert!(
+        matches!(err, Refusal::Invalid(Error::QualifiedSigner { .. })),
+        "{err}"
+    );
     // A policy requiring a PCR the worker did not quote.
     let err = verify(
         &bundle,

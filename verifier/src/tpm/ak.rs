@@ -1369,11 +1369,7 @@ fn digest_alg(hash: HashAlg) -> &'static digest::Algorithm {
     }
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
-    out
-}
+use crate::hash::sha256;
 
 /// Append `bytes` as a TPM2B (big-endian u16 size first).
 fn tpm2b(out: &mut Vec<u8>, bytes: &[u8]) {

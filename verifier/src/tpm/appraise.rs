@@ -16,8 +16,8 @@ use super::quote::{
     verify_quote,
 };
 use super::replay::replay;
-use crate::bundle::{PcrValue, Refusal, TpmEvidence};
-use crate::error::{Error, Finding, Rejection};
+use crate::error::{Error, Finding, Refusal, Rejection, Role};
+use crate::evidence::{PcrValue, TpmEvidence};
 use crate::policy::{Measurements, Policy};
 
 /// What a verified quote says about the boot it was made in: shared by TPM
@@ -127,14 +127,22 @@ impl VerifiedTpm {
 /// Authenticate and appraise TPM evidence at time `at`: every check that
 /// can fail on authentic evidence is a policy finding, and all of them are
 /// reported; forged or inconsistent evidence is [`Refusal::Invalid`].
-pub fn appraise(policy: &Policy, evidence: &TpmEvidence, at: i64) -> Result<VerifiedTpm, Refusal> {
+pub fn appraise(
+    policy: &Policy,
+    evidence: &TpmEvidence,
+    at: i64,
+    role: Role,
+) -> Result<VerifiedTpm, Refusal> {
     let tpm = &policy.tpm;
     if tpm.roots.is_empty() {
-        return Err(rejected(vec![Finding {
-            field: "tpm.ak_roots",
-            found: "TPM evidence".into(),
-            expected: "a policy naming the CAs that certify attestation keys".into(),
-        }]));
+        return Err(rejected(
+            role,
+            vec![Finding {
+                field: "tpm.ak_roots",
+                found: "TPM evidence".into(),
+                expected: "a policy naming the CAs that certify attestation keys".into(),
+            }],
+        ));
     }
     // Authenticity: the AK by its certificate, the quote by the AK, the
     // PCR values by the quote, the log by the PCR values.
@@ -168,7 +176,7 @@ pub fn appraise(policy: &Policy, evidence: &TpmEvidence, at: i64) -> Result<Veri
     // Policy: the boot PCRs quoted, and the boot matching a reference.
     let (findings, reference_commit) = boot_findings(policy, &log, &quoted);
     if !findings.is_empty() {
-        return Err(rejected(findings));
+        return Err(rejected(role, findings));
     }
     Ok(VerifiedTpm {
         boot: QuotedBoot::new(
@@ -343,9 +351,9 @@ fn issuer_of(der: &[u8]) -> String {
         .unwrap_or_else(|_| "an unnamed CA".into())
 }
 
-fn rejected(findings: Vec<Finding>) -> Refusal {
+fn rejected(role: Role, findings: Vec<Finding>) -> Refusal {
     Refusal::Policy {
-        evidence: "TPM",
+        evidence: role,
         rejection: Rejection { findings },
     }
 }

@@ -16,8 +16,8 @@ use provenix_firmware::tpm::hcl::HclReport;
 use super::appraise::{QuotedBoot, boot_findings, verify_boot_quote};
 use super::azure::verify_hcl_report;
 use crate::authenticate::Verifier;
-use crate::bundle::{AzureEvidence, Refusal};
-use crate::error::{Error, Rejection};
+use crate::error::{Error, Refusal, Rejection, Role};
+use crate::evidence::AzureEvidence;
 use crate::policy::{Policy, SnpPolicy, VerifiedReport};
 
 /// Azure CVM evidence that is authentic and meets the policy. Only
@@ -60,7 +60,7 @@ pub fn appraise(
     policy: &Policy,
     evidence: &AzureEvidence,
     at: i64,
-    what: &'static str,
+    role: Role,
 ) -> Result<VerifiedAzure, Refusal> {
     // Authenticity, in the order each step vouches for the next: AMD's
     // roots -> VCEK -> SNP report -> runtime data -> AK -> quote -> PCRs
@@ -110,7 +110,7 @@ pub fn appraise(
         Some(snp) if findings.is_empty() => snp,
         _ => {
             return Err(Refusal::Policy {
-                evidence: what,
+                evidence: role,
                 rejection: Rejection { findings },
             });
         }

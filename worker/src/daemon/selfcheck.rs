@@ -3,7 +3,7 @@
 //! checkpoint (through a whole bundle) before it publishes it.
 
 use provenix_verifier::{
-    Bundle, Identity, Policy, VerifiedBundle, VerifiedEvidence, Verifier, appraise_evidence,
+    Bundle, Identity, Policy, Role, VerifiedBundle, VerifiedEvidence, Verifier, appraise_evidence,
     identity_report_data, verify_bundle,
 };
 
@@ -30,7 +30,7 @@ impl SelfCheck {
     /// REPORT_DATA binds the key, the commit and the nonce.
     pub(crate) fn identity(&self, id: &Identity, at: i64) -> Result<VerifiedEvidence, DaemonError> {
         let verified =
-            appraise_evidence(&self.verifier, &self.policy, &id.evidence, at, "identity")
+            appraise_evidence(&self.verifier, &self.policy, &id.evidence, at, Role::Identity)
                 .map_err(|e| DaemonError::SelfCheck(format!("identity evidence: {e}")))?;
         let want = identity_report_data(&id.worker_key, &id.source_commit, &id.boot_nonce);
         if !verified.binds(&want) {
