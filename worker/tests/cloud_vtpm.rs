@@ -563,8 +563,11 @@ fn azure_hcl_report_vouches_for_the_quoting_ak_and_each_broken_link_is_refused()
         ..TpmOptions::default()
     };
     let platform = Platform::open(Choice::Azure, &options, unix_now(), |_| {}).unwrap();
-    // The simulator's root stands for AMD's; `[tpm]` as for any TPM.
-    let policy = sim_policy();
+    // The simulator's root stands for AMD's; `[tpm]` as for any TPM. The
+    // links from the HCL report to the quote are under test, not what
+    // swtpm's boot measured, which no reference pins.
+    let mut policy = sim_policy();
+    policy.measurements = provenix_verifier::Measurements::Any;
     let bundle = attest_one(&platform, &dir, &policy);
     // swtpm serves one connection: the platform's thread lets go of it.
     drop(platform);

@@ -261,7 +261,11 @@ fn direct_mode_quotes_verify_and_each_broken_piece_is_refused() {
     // certificate still names it and the quote's signature verifies; the
     // quote's qualifiedSigner, the TPM's own word for the TPMT_PUBLIC it
     // signed with, is not this one's qualified name.
-    let err = verify(&with_tpm_evidence(&bundle, |e| e.ak_public[6] ^= 0x04), &policy).unwrap_err();
+    let err = verify(
+        &with_tpm_evidence(&bundle, |e| e.ak_public[6] ^= 0x04),
+        &policy,
+    )
+    .unwrap_err();
     assert!(
         matches!(err, Refusal::Invalid(Error::QualifiedSigner { .. })),
         "{err}"

@@ -29,9 +29,14 @@ impl SelfCheck {
     /// Authenticate and appraise the identity evidence, and check that its
     /// REPORT_DATA binds the key, the commit and the nonce.
     pub(crate) fn identity(&self, id: &Identity, at: i64) -> Result<VerifiedEvidence, DaemonError> {
-        let verified =
-            appraise_evidence(&self.verifier, &self.policy, &id.evidence, at, Role::Identity)
-                .map_err(|e| DaemonError::SelfCheck(format!("identity evidence: {e}")))?;
+        let verified = appraise_evidence(
+            &self.verifier,
+            &self.policy,
+            &id.evidence,
+            at,
+            Role::Identity,
+        )
+        .map_err(|e| DaemonError::SelfCheck(format!("identity evidence: {e}")))?;
         let want = identity_report_data(&id.worker_key, &id.source_commit, &id.boot_nonce);
         if !verified.binds(&want) {
             return Err(DaemonError::SelfCheck(
