@@ -69,53 +69,7 @@ const ED25519_TYPE: u8 = 0x01;
 /// Key ID length (c2sp.org/signed-note, "Format": "a 4-byte key ID").
 const KEY_ID_LEN: usize = 4;
 
-/// What is wrong with a checkpoint note; the error carries the line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CheckpointFailure {
-    /// The note is longer than [`MAX_NOTE_LEN`].
-    TooLong {
-        /// Its length in bytes.
-        len: usize,
-    },
-    /// Not UTF-8 (signed-note: "MUST be valid UTF-8").
-    NotUtf8,
-    /// A control character other than newline (signed-note: "MUST NOT
-    /// contain any ASCII control characters ... other than newline").
-    ControlCharacter,
-    /// The note does not end with a newline.
-    NoFinalNewline,
-    /// A line longer than [`MAX_LINE_LEN`].
-    LineTooLong {
-        /// Its length in bytes.
-        len: usize,
-    },
-    /// A line ends in whitespace.
-    TrailingWhitespace,
-    /// An empty line other than the one between text and signatures
-    /// (tlog-checkpoint: the text's lines are non-empty).
-    EmptyLine,
-    /// Fewer than the three lines origin, tree size, root hash.
-    MissingLine,
-    /// More than [`MAX_EXTENSION_LINES`] extension lines.
-    TooManyExtensionLines,
-    /// The tree size is not canonical decimal ("no leading zeroes") or
-    /// does not fit 64 bits.
-    TreeSize,
-    /// The root hash is not canonical base64 of 32 bytes.
-    RootHash,
-    /// No signature line: the blank line, or what follows it, is missing.
-    NoSignatures,
-    /// More than [`MAX_SIGNATURES`] signature lines.
-    TooManySignatures,
-    /// A signature line is not `— <name> <base64>`.
-    SignatureLine,
-    /// A key name is empty or holds a space or a plus.
-    KeyName,
-    /// A signature is not canonical base64 of a key ID and at least one
-    /// byte of signature.
-    SignatureEncoding,
-}
+pub use crate::error::CheckpointFailure;
 
 impl fmt::Display for CheckpointFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -190,7 +190,7 @@ pub enum Error {
         /// The tree size.
         size: u64,
         /// What failed.
-        reason: crate::merkle::ProofFailure,
+        reason: ProofFailure,
     },
     /// A consistency proof does not verify (RFC 9162 section 2.1.4.2).
     #[error("consistency proof from a tree of {size1} to one of {size2}: {reason}")]
@@ -200,7 +200,7 @@ pub enum Error {
         /// The newer tree size.
         size2: u64,
         /// What failed.
-        reason: crate::merkle::ProofFailure,
+        reason: ProofFailure,
     },
     /// A subtree inclusion proof does not verify
     /// (draft-ietf-plants-merkle-tree-certs, "Subtree Inclusion Proofs").
@@ -213,7 +213,7 @@ pub enum Error {
         /// One past the subtree's last leaf.
         end: u64,
         /// What failed.
-        reason: crate::merkle::ProofFailure,
+        reason: ProofFailure,
     },
     /// A subtree consistency proof does not verify
     /// (draft-ietf-plants-merkle-tree-certs, "Subtree Consistency Proofs").
@@ -226,7 +226,7 @@ pub enum Error {
         /// The tree size.
         size: u64,
         /// What failed.
-        reason: crate::merkle::ProofFailure,
+        reason: ProofFailure,
     },
     /// A checkpoint is not a well-formed signed note (c2sp.org/signed-note,
     /// c2sp.org/tlog-checkpoint).
@@ -235,7 +235,7 @@ pub enum Error {
         /// The line, from 1; 0 for the note as a whole.
         line: usize,
         /// What is wrong with it.
-        reason: crate::checkpoint::CheckpointFailure,
+        reason: CheckpointFailure,
     },
     /// A note verifier key (`<name>+<hex key ID>+<base64 key>`) or key name
     /// is malformed.
@@ -278,11 +278,11 @@ pub enum Error {
     /// and references with the worker key it names, or the statement
     /// cannot have one (it is not about a store path Nix accepts).
     #[error("statement's Nix signature: {0}")]
-    StatementNixSignature(crate::nixsig::NixFailure),
+    StatementNixSignature(NixFailure),
     /// A Nix fingerprint, narinfo, key line or signature could not be made
     /// or checked.
     #[error("nix: {0}")]
-    Nix(#[from] crate::nixsig::NixFailure),
+    Nix(#[from] NixFailure),
     /// A bundle is malformed.
     #[error("bundle: {0}")]
     Bundle(String),
@@ -519,4 +519,143 @@ impl core::fmt::Display for Role {
             Role::Statement => "statement",
         })
     }
+}
+
+/// Why a Merkle proof did not verify.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProofFailure {
+    /// The leaf index is not inside the tree (or the subtree).
+    IndexOutOfRange,
+    /// The older tree (or the subtree's end) is larger than the newer tree.
+    SizeOrder,
+    /// A consistency proof from the empty tree: RFC 9162 defines none
+    /// (section 2.1.4.1 requires `0 < m`), and one would prove nothing.
+    EmptyTree,
+    /// `[start, end)` is not a subtree: `start` must be a multiple of the
+    /// smallest power of two not below `end - start`.
+    InvalidSubtree,
+    /// The proof has more nodes than any tree of `u64` size needs.
+    TooLong {
+        /// Nodes in the proof.
+        found: usize,
+        /// The most any proof of this kind has.
+        max: usize,
+    },
+    /// The proof does not have the number of nodes these sizes call for.
+    WrongLength {
+        /// Nodes in the proof.
+        found: usize,
+        /// Nodes the sizes call for.
+        expected: usize,
+    },
+    /// The proof does not lead back to the older root (or the subtree's).
+    FirstRootMismatch,
+    /// The proof does not lead to the root given.
+    RootMismatch,
+    /// An empty subtree whose hash is not the empty tree's.
+    EmptySubtreeHash,
+}
+
+/// What is wrong with a checkpoint note; the error carries the line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CheckpointFailure {
+    /// The note is longer than the note limit (`checkpoint::MAX_NOTE_LEN`).
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// Not UTF-8 (signed-note: "MUST be valid UTF-8").
+    NotUtf8,
+    /// A control character other than newline (signed-note: "MUST NOT
+    /// contain any ASCII control characters ... other than newline").
+    ControlCharacter,
+    /// The note does not end with a newline.
+    NoFinalNewline,
+    /// A line longer than the line limit (`checkpoint::MAX_LINE_LEN`).
+    LineTooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A line ends in whitespace.
+    TrailingWhitespace,
+    /// An empty line other than the one between text and signatures
+    /// (tlog-checkpoint: the text's lines are non-empty).
+    EmptyLine,
+    /// Fewer than the three lines origin, tree size, root hash.
+    MissingLine,
+    /// More than `checkpoint::MAX_EXTENSION_LINES` extension lines.
+    TooManyExtensionLines,
+    /// The tree size is not canonical decimal ("no leading zeroes") or
+    /// does not fit 64 bits.
+    TreeSize,
+    /// The root hash is not canonical base64 of 32 bytes.
+    RootHash,
+    /// No signature line: the blank line, or what follows it, is missing.
+    NoSignatures,
+    /// More than `checkpoint::MAX_SIGNATURES` signature lines.
+    TooManySignatures,
+    /// A signature line is not `— <name> <base64>`.
+    SignatureLine,
+    /// A key name is empty or holds a space or a plus.
+    KeyName,
+    /// A signature is not canonical base64 of a key ID and at least one
+    /// byte of signature.
+    SignatureEncoding,
+}
+
+/// Why a fingerprint, narinfo, key line or signature could not be made or
+/// checked; the crate's [`Error`](enum@Error) carries it as [`Error::Nix`], or as
+/// [`Error::StatementNixSignature`] for a statement's own signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NixFailure {
+    /// A path is not a store path in the store directory (`nixsig::STORE_DIR`) as Nix prints one.
+    StorePath {
+        /// Which input: "store path", "reference" or "deriver".
+        field: &'static str,
+        /// The path as given.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The NAR size is 0. Every NAR is at least 72 bytes, and Nix reads 0
+    /// as "not known" and refuses to make a fingerprint.
+    EmptyNar,
+    /// A key name Nix or its settings would split or misread.
+    KeyName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A key or signature line is not `<name>:<base64>`.
+    Malformed {
+        /// "public key" or "signature".
+        what: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A key or signature decodes to the wrong number of bytes.
+    Length {
+        /// "public key" or "signature".
+        what: &'static str,
+        /// Bytes decoded.
+        found: usize,
+        /// Bytes an Ed25519 key or signature has.
+        expected: usize,
+    },
+    /// The signature names another key than the one given.
+    NameMismatch {
+        /// The key name in the signature.
+        signature: String,
+        /// The name of the public key given.
+        key: String,
+    },
+    /// The Ed25519 signature does not verify over the fingerprint.
+    BadSignature {
+        /// The key name.
+        name: String,
+    },
 }

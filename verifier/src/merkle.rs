@@ -58,41 +58,7 @@ pub const EMPTY_ROOT: Hash = [
 const LEAF_PREFIX: u8 = 0x00;
 const NODE_PREFIX: u8 = 0x01;
 
-/// Why a Merkle proof did not verify.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ProofFailure {
-    /// The leaf index is not inside the tree (or the subtree).
-    IndexOutOfRange,
-    /// The older tree (or the subtree's end) is larger than the newer tree.
-    SizeOrder,
-    /// A consistency proof from the empty tree: RFC 9162 defines none
-    /// (section 2.1.4.1 requires `0 < m`), and one would prove nothing.
-    EmptyTree,
-    /// `[start, end)` is not a subtree: `start` must be a multiple of the
-    /// smallest power of two not below `end - start`.
-    InvalidSubtree,
-    /// The proof has more nodes than any tree of `u64` size needs.
-    TooLong {
-        /// Nodes in the proof.
-        found: usize,
-        /// The most any proof of this kind has.
-        max: usize,
-    },
-    /// The proof does not have the number of nodes these sizes call for.
-    WrongLength {
-        /// Nodes in the proof.
-        found: usize,
-        /// Nodes the sizes call for.
-        expected: usize,
-    },
-    /// The proof does not lead back to the older root (or the subtree's).
-    FirstRootMismatch,
-    /// The proof does not lead to the root given.
-    RootMismatch,
-    /// An empty subtree whose hash is not the empty tree's.
-    EmptySubtreeHash,
-}
+pub use crate::error::ProofFailure;
 
 impl fmt::Display for ProofFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -81,67 +81,46 @@ const PUBLIC_KEY_LEN: usize = 32;
 /// Ed25519 signature length (RFC 8032 section 5.1.6; `crypto_sign_BYTES`).
 const SIGNATURE_LEN: usize = 64;
 
-/// Why a fingerprint, narinfo, key line or signature could not be made or
-/// checked; the crate's [`Error`] carries it as [`Error::Nix`], or as
-/// [`Error::StatementNixSignature`] for a statement's own signature.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum NixFailure {
-    /// A path is not a store path in [`STORE_DIR`] as Nix prints one.
-    #[error("{field} {value:?} is not a store path in {STORE_DIR}: {reason}")]
-    StorePath {
-        /// Which input: "store path", "reference" or "deriver".
-        field: &'static str,
-        /// The path as given.
-        value: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// The NAR size is 0. Every NAR is at least 72 bytes, and Nix reads 0
-    /// as "not known" and refuses to make a fingerprint.
-    #[error("NAR size 0 is not the size of any NAR (Nix reads it as unknown)")]
-    EmptyNar,
-    /// A key name Nix or its settings would split or misread.
-    #[error("key name {name:?}: {reason}")]
-    KeyName {
-        /// The name as given.
-        name: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// A key or signature line is not `<name>:<base64>`.
-    #[error("{what} is not \"<name>:<base64>\": {reason}")]
-    Malformed {
-        /// "public key" or "signature".
-        what: &'static str,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// A key or signature decodes to the wrong number of bytes.
-    #[error("{what} holds {found} bytes, expected {expected}")]
-    Length {
-        /// "public key" or "signature".
-        what: &'static str,
-        /// Bytes decoded.
-        found: usize,
-        /// Bytes an Ed25519 key or signature has.
-        expected: usize,
-    },
-    /// The signature names another key than the one given.
-    #[error("the signature is by key {signature:?}, not by {key:?}")]
-    NameMismatch {
-        /// The key name in the signature.
-        signature: String,
-        /// The name of the public key given.
-        key: String,
-    },
-    /// The Ed25519 signature does not verify over the fingerprint.
-    #[error("the signature by {name:?} does not verify over the fingerprint")]
-    BadSignature {
-        /// The key name.
-        name: String,
-    },
+pub use crate::error::NixFailure;
+
+impl fmt::Display for NixFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NixFailure::StorePath {
+                field,
+                reason,
+                value,
+                ..
+            } => write!(
+                f,
+                "{field} {value:?} is not a store path in {STORE_DIR}: {reason}"
+            ),
+            NixFailure::EmptyNar => write!(
+                f,
+                "NAR size 0 is not the size of any NAR (Nix reads it as unknown)"
+            ),
+            NixFailure::KeyName { name, reason, .. } => write!(f, "key name {name:?}: {reason}"),
+            NixFailure::Malformed { reason, what, .. } => {
+                write!(f, "{what} is not \"<name>:<base64>\": {reason}")
+            }
+            NixFailure::Length {
+                expected,
+                found,
+                what,
+                ..
+            } => write!(f, "{what} holds {found} bytes, expected {expected}"),
+            NixFailure::NameMismatch { key, signature, .. } => {
+                write!(f, "the signature is by key {signature:?}, not by {key:?}")
+            }
+            NixFailure::BadSignature { name, .. } => write!(
+                f,
+                "the signature by {name:?} does not verify over the fingerprint"
+            ),
+        }
+    }
 }
+
+impl std::error::Error for NixFailure {}
 
 /// A narinfo fingerprint made by [`fingerprint`] from checked inputs: the
 /// only text [`sign`] signs.
