@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use provenix_firmware::snp::{AttestationReport, CertKind, CertTable, REPORT_SIZE};
-use provenix_verifier::{Crl, Error, Policy, Verifier};
+use provenix_verifier::{Crl, Error, Policy, Refusal, Role, Verifier};
 
 mod ak_cli;
 mod checkpoints;
@@ -233,14 +233,6 @@ pub(crate) enum Verdict {
     Authentic(provenix_verifier::AuthenticatedReport),
 }
 
-/// Why a report was not accepted.
-pub(crate) enum Refusal {
-    /// Not authentic, or malformed.
-    Authentication(Error),
-    /// Authentic, but against the policy.
-    Policy(provenix_verifier::Rejection),
-}
-
 fn verify(
     verifier: &Verifier,
     policy: Option<&Policy>,
@@ -249,20 +241,17 @@ fn verify(
     chain: &[Vec<u8>],
     at: i64,
 ) -> Result<Verdict, Refusal> {
-    let report = decode_report(bytes)
-        .map_err(Error::from)
-        .map_err(Refusal::Authentication)?;
-    let vek = vek
-        .as_deref()
-        .ok_or(Refusal::Authentication(Error::MissingVek))?;
-    let auth = verifier
-        .authenticate(&report, vek, chain, at)
-        .map_err(Refusal::Authentication)?;
+    let report = decode_report(bytes).map_err(Error::from)?;
+    let vek = vek.as_deref().ok_or(Error::MissingVek)?;
+    let auth = verifier.authenticate(&report, vek, chain, at)?;
     match policy {
         Some(policy) => policy
             .appraise(auth)
             .map(Verdict::Accepted)
-            .map_err(Refusal::Policy),
+            .map_err(|rejection| Refusal::Policy {
+                evidence: Role::Report,
+                rejection,
+            }),
         None => Ok(Verdict::Authentic(auth)),
     }
 }

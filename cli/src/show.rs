@@ -7,7 +7,7 @@ use provenix_firmware::snp::{AttestationReport, PlatformInfo, TcbVersion};
 use provenix_verifier::TrustAnchors;
 use serde_json::{Value, json};
 
-use crate::Refusal;
+use provenix_verifier::Refusal;
 
 fn tcb_json(tcb: TcbVersion) -> Value {
     let mut v = json!({
@@ -219,14 +219,14 @@ pub(crate) fn print_verdict(
                 "report_data": hex::encode(a.report().report_data()),
                 "reasons": [],
             }),
-            (Err(Refusal::Authentication(e)), _) => json!({
+            (Err(Refusal::Invalid(e)), _) => json!({
                 "subject": name.to_string(),
                 "verdict": "rejected",
                 "at": at,
                 "stage": "authenticate",
                 "reasons": [{"field": "evidence", "found": e.to_string(), "expected": "authentic evidence"}],
             }),
-            (Err(Refusal::Policy(r)), _) => json!({
+            (Err(Refusal::Policy { rejection: r, .. }), _) => json!({
                 "subject": name.to_string(),
                 "verdict": "rejected",
                 "at": at,
@@ -268,11 +268,11 @@ pub(crate) fn print_verdict(
                 Verdict::Accepted(_) => {}
             }
         }
-        (Err(Refusal::Authentication(e)), _) => {
+        (Err(Refusal::Invalid(e)), _) => {
             println!("REJECTED {name}: not authentic");
             println!("  - {e}");
         }
-        (Err(Refusal::Policy(r)), _) => {
+        (Err(Refusal::Policy { rejection: r, .. }), _) => {
             println!("REJECTED {name}: authentic, but against the policy");
             for f in &r.findings {
                 println!("  - {f}");

@@ -509,6 +509,8 @@ pub enum Role {
     Checkpoint,
     /// The evidence that binds the statement itself (direct bundles).
     Statement,
+    /// An SEV-SNP report given on its own (`provenix verify-report`).
+    Report,
 }
 
 impl core::fmt::Display for Role {
@@ -517,6 +519,7 @@ impl core::fmt::Display for Role {
             Role::Identity => "identity",
             Role::Checkpoint => "checkpoint",
             Role::Statement => "statement",
+            Role::Report => "report",
         })
     }
 }
