@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Hook submissions through the daemon's socket with durable appends: 1 and
-# 16 concurrent clients, statements per second and p50/p99 latency of one
+# 8 concurrent clients, statements per second and p50/p99 latency of one
 # submission (send, hash, sign, group-commit append with fdatasync, ack).
 #
 # The daemon is `provenix-worker serve` (release build) on the simulated
@@ -16,7 +16,9 @@
 #   cold:  the first submission of each path (the daemon runs
 #          `nix-store --query --references` once per path and remembers
 #          the answer by path and NAR hash)
-#   1, 16: SECONDS seconds each with warm reference caches
+#   1, 8:  SECONDS seconds each with warm reference caches (8: the
+#          daemon's limit of connections per client process; Nix runs
+#          one hook process per build)
 #
 # Usage: benches/hook.sh                 (PATHS=256 SECONDS_PER_RUN=5 by default)
 #        SECONDS_PER_RUN=10 benches/hook.sh
@@ -60,7 +62,7 @@ done
 
 echo "cold (first submission of each path, 1 client):"
 "$load" --socket "$work/hook.sock" --clients 1 --passes 1 "${paths[@]}"
-for clients in 1 16; do
+for clients in 1 8; do
     "$load" --socket "$work/hook.sock" --clients "$clients" --seconds "$secs" "${paths[@]}"
 done
 
