@@ -58,14 +58,6 @@ pub(crate) struct VerifyArgs {
     /// store path's narinfo and the bundle beside it. May be repeated.
     #[arg(long, value_name = "URL")]
     cache: Vec<String>,
-    /// The artifact (a file) the statements must describe; its SHA-256 is
-    /// compared with theirs.
-    #[arg(long, conflicts_with = "store_path")]
-    artifact: Option<PathBuf>,
-    /// A local store path the statements must describe; its NAR is
-    /// computed and compared with theirs.
-    #[arg(long, value_name = "PATH")]
-    store_path: Option<PathBuf>,
     /// With --store-path: decide on every path of its closure
     /// (`nix-store -qR`), each against its own NAR.
     #[arg(long, requires = "store_path")]
@@ -86,21 +78,8 @@ pub(crate) struct VerifyArgs {
     /// [default: the number of CPUs].
     #[arg(long)]
     jobs: Option<NonZeroUsize>,
-    /// The policy (TOML; see docs/policy.md).
-    #[arg(long)]
-    policy: Option<PathBuf>,
-    /// Verification time: RFC 3339, YYYY-MM-DD or @UNIX-SECONDS.
-    #[arg(long, value_parser = crate::parse_time)]
-    at: Option<i64>,
-    /// An AMD CRL (DER or PEM) to honour; may be repeated.
-    #[arg(long)]
-    crl: Vec<PathBuf>,
-    /// Print JSON for machines (docs/verify.md).
-    #[arg(long)]
-    json: bool,
-    // --- checkpoint memory and freshness (crate::checkpoints) ---
     #[command(flatten)]
-    checkpoints: crate::checkpoints::CheckpointArgs,
+    decide: DecideArgs,
 }
 
 /// Arguments of `provenix verify-bundle`: the one-bundle case of
@@ -109,10 +88,20 @@ pub(crate) struct VerifyArgs {
 pub(crate) struct BundleArgs {
     /// The bundle (`<artifact>.provenix`).
     bundle: PathBuf,
-    /// The artifact the statement must describe.
+    #[command(flatten)]
+    decide: DecideArgs,
+}
+
+/// What `verify` and `verify-bundle` both take: the subject, the policy and
+/// what it is applied with, and the output form.
+#[derive(Args)]
+pub(crate) struct DecideArgs {
+    /// The artifact (a file) the statements must describe; its SHA-256 is
+    /// compared with theirs.
     #[arg(long, conflicts_with = "store_path")]
     artifact: Option<PathBuf>,
-    /// A local store path the statement must describe.
+    /// A local store path the statements must describe; its NAR is
+    /// computed and compared with theirs.
     #[arg(long, value_name = "PATH")]
     store_path: Option<PathBuf>,
     /// The policy (TOML; see docs/policy.md).
@@ -127,6 +116,7 @@ pub(crate) struct BundleArgs {
     /// Print JSON for machines (docs/verify.md).
     #[arg(long)]
     json: bool,
+    // Checkpoint memory and freshness (crate::checkpoints).
     #[command(flatten)]
     checkpoints: crate::checkpoints::CheckpointArgs,
 }
@@ -138,19 +128,13 @@ impl From<BundleArgs> for VerifyArgs {
             bundles: None,
             worker: Vec::new(),
             cache: Vec::new(),
-            artifact: a.artifact,
-            store_path: a.store_path,
             closure: false,
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
             timeout: 30,
             jobs: NonZeroUsize::new(1),
-            policy: a.policy,
-            at: a.at,
-            crl: a.crl,
-            json: a.json,
-            checkpoints: a.checkpoints,
+            decide: a.decide,
         }
     }
 }
@@ -182,9 +166,10 @@ struct Checked {
 }
 
 pub(crate) fn run(args: VerifyArgs) -> Result<ExitCode> {
-    let policy = crate::input::policy(args.policy.as_deref())?;
-    let verifier = crate::verifier_with_crls(&policy, &args.crl)?;
+    let policy = crate::input::policy(args.decide.policy.as_deref())?;
+    let verifier = crate::verifier_with_crls(&policy, &args.decide.crl)?;
     let at = args
+        .decide
         .at
         .unwrap_or_else(|| time::OffsetDateTime::now_utc().unix_timestamp());
     let jobs = args
@@ -192,15 +177,16 @@ pub(crate) fn run(args: VerifyArgs) -> Result<ExitCode> {
         .or_else(|| std::thread::available_parallelism().ok())
         .map_or(1, NonZeroUsize::get);
     let timeout = Duration::from_secs(args.timeout);
-    let progress = Progress::new(args.closure && !args.json && std::io::stderr().is_terminal());
+    let progress =
+        Progress::new(args.closure && !args.decide.json && std::io::stderr().is_terminal());
 
-    if (!args.worker.is_empty() || !args.cache.is_empty()) && args.store_path.is_none() {
+    if (!args.worker.is_empty() || !args.cache.is_empty()) && args.decide.store_path.is_none() {
         bail!("--worker and --cache look bundles up by store path: give --store-path");
     }
 
     // 1. The subjects, with their actual digests when the subject is here.
     let mut targets: Vec<(Subject, Option<Actual>)> = Vec::new();
-    if let Some(path) = &args.artifact {
+    if let Some(path) = &args.decide.artifact {
         let name = path
             .file_name()
             .with_context(|| format!("{}: not a file name", path.display()))?
@@ -208,7 +194,7 @@ pub(crate) fn run(args: VerifyArgs) -> Result<ExitCode> {
             .into_owned();
         let (sha256, size) = crate::input::sha256_file(path)?;
         targets.push((Subject::File(name), Some(Actual { sha256, size })));
-    } else if let Some(path) = &args.store_path {
+    } else if let Some(path) = &args.decide.store_path {
         let paths = if args.closure {
             closure(path)?
         } else {
@@ -331,7 +317,7 @@ pub(crate) fn run(args: VerifyArgs) -> Result<ExitCode> {
         // bundles (as `provenix-worker export --cache` writes them).
         let mut asked: Vec<&dyn ProofSource> = vec![&live];
         asked.extend(caches.iter().map(|c| c as &dyn ProofSource));
-        let proofs = crate::checkpoints::proofs(&args.checkpoints, &dirs, &asked)?;
+        let proofs = crate::checkpoints::proofs(&args.decide.checkpoints, &dirs, &asked)?;
         let (founds, outcomes): (Vec<Found>, Vec<_>) =
             checked.into_iter().map(|c| (c.found, c.outcome)).unzip();
         let was_ok: Vec<bool> = outcomes.iter().map(Result::is_ok).collect();
@@ -340,7 +326,8 @@ pub(crate) fn run(args: VerifyArgs) -> Result<ExitCode> {
             .zip(outcomes)
             .map(|(f, o)| (f.source.clone(), f.bytes.as_slice(), o))
             .collect();
-        let screened = crate::checkpoints::screen(&args.checkpoints, &policy, at, &proofs, input)?;
+        let screened =
+            crate::checkpoints::screen(&args.decide.checkpoints, &policy, at, &proofs, input)?;
         founds
             .into_iter()
             .zip(screened)
@@ -420,12 +407,13 @@ pub(crate) fn run(args: VerifyArgs) -> Result<ExitCode> {
         decisions.push(policy.decide(subject, *actual, bundles));
     }
 
-    crate::show::print_decisions(&policy, &decisions, at, args.json)?;
+    crate::show::print_decisions(&policy, &decisions, at, args.decide.json)?;
     let accepted = decisions.iter().filter(|d| d.accepted()).count();
-    if args.closure && !args.json {
+    if args.closure && !args.decide.json {
         println!(
             "closure of {}: {} paths, {accepted} accepted, {} rejected",
-            args.store_path
+            args.decide
+                .store_path
                 .as_deref()
                 .map(store_path_name)
                 .unwrap_or_default(),
