@@ -183,16 +183,17 @@ pub(crate) fn run(args: ReportArgs) -> Result<ExitCode> {
     let mut derivations: BTreeMap<Option<String>, BTreeMap<String, Output>> = BTreeMap::new();
     let mut refused = Vec::new();
     for (source, outcome) in outcomes {
+        // The per-bundle checks `verify` applies before counting a builder.
+        let outcome = outcome.map(|v| {
+            let why = policy.ineligible(&v);
+            (v, why)
+        });
         match outcome {
-            Ok(v) if !policy.ineligible(&v).is_empty() => {
-                let why: Vec<String> = policy
-                    .ineligible(&v)
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect();
+            Ok((_, why)) if !why.is_empty() => {
+                let why: Vec<String> = why.iter().map(ToString::to_string).collect();
                 refused.push((source, why.join("; ")));
             }
-            Ok(v) => {
+            Ok((v, _)) => {
                 let s = v.statement();
                 let outputs = derivations.entry(s.deriver.clone()).or_default();
                 let output = outputs

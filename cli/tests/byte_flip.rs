@@ -21,8 +21,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use common::provenix;
-use logged::{COMMIT, TempDir, Worker, now, policy_file, sha256};
-use provenix_verifier::{BundleVerifier, Policy, Statement, Subject, Verifier};
+use logged::{TempDir, Worker, file_statement, now, policy_file};
+use provenix_verifier::{BundleVerifier, Policy, Verifier};
 
 /// The artifact every bundle describes.
 const CONTENT: &[u8] = b"the artifact the byte-flip sweep is about\n";
@@ -31,20 +31,7 @@ const MASKS: [u8; 3] = [0x01, 0x80, 0xff];
 
 /// A statement about `artifact` by `worker`, at log `index` if any.
 fn statement(worker: &Worker, index: Option<u64>) -> Vec<u8> {
-    Statement {
-        subject: Subject::File("artifact".into()),
-        sha256: sha256(CONTENT),
-        size: CONTENT.len().try_into().unwrap(),
-        references: Vec::new(),
-        deriver: None,
-        worker_key: worker.public,
-        source_commit: COMMIT.into(),
-        log_index: index,
-        time: now(),
-        nix_signature: None,
-    }
-    .sign(&worker.key)
-    .unwrap()
+    file_statement(&worker.key, worker.public, CONTENT, index)
 }
 
 /// Sweep `good` (accepted as it is) under every mask; returns the number

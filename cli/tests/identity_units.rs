@@ -14,10 +14,10 @@ mod logged;
 
 use std::path::Path;
 
-use logged::{COMMIT, TempDir, Worker, now, policy_file, sha256};
+use logged::{TempDir, Worker, file_statement, now, policy_file};
 use provenix_firmware::sim::{ChainParams, ReportParams, SimPlatform, VekKind};
 use provenix_firmware::snp::Product;
-use provenix_verifier::{Bundle, SnpEvidence, Statement, Subject, statement_report_data};
+use provenix_verifier::{Bundle, SnpEvidence, Statement, statement_report_data};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
@@ -38,20 +38,7 @@ fn direct(
     (key, public): (&Ed25519KeyPair, [u8; 32]),
     vek: Option<Vec<u8>>,
 ) -> Vec<u8> {
-    let signed = Statement {
-        subject: Subject::File("artifact".into()),
-        sha256: sha256(CONTENT),
-        size: CONTENT.len().try_into().unwrap(),
-        references: Vec::new(),
-        deriver: None,
-        worker_key: public,
-        source_commit: COMMIT.into(),
-        log_index: None,
-        time: now(),
-        nix_signature: None,
-    }
-    .sign(key)
-    .unwrap();
+    let signed = file_statement(key, public, CONTENT, None);
     let statement = Statement::verify(&signed).unwrap();
     let p = platform.chain().params();
     let report = platform

@@ -141,6 +141,31 @@ fn subproof(m: usize, leaves: &[Hash], whole: bool) -> Vec<Hash> {
     }
 }
 
+/// A statement about the file `artifact` with contents `content`, signed
+/// by `key` (whose public half is `public`), at log `index` (None: direct
+/// mode).
+pub fn file_statement(
+    key: &Ed25519KeyPair,
+    public: [u8; 32],
+    content: &[u8],
+    index: Option<u64>,
+) -> Vec<u8> {
+    Statement {
+        subject: Subject::File("artifact".into()),
+        sha256: sha256(content),
+        size: content.len().try_into().unwrap(),
+        references: Vec::new(),
+        deriver: None,
+        worker_key: public,
+        source_commit: COMMIT.into(),
+        log_index: index,
+        time: now(),
+        nix_signature: None,
+    }
+    .sign(key)
+    .unwrap()
+}
+
 /// A simulated worker: one chip, one key, one identity.
 pub struct Worker {
     pub platform: SimPlatform,

@@ -1037,14 +1037,9 @@ impl ChainSearch<'_> {
             if !self.check(cert, root)? {
                 continue;
             }
-            if self.at < root.not_before || self.at > root.not_after {
-                self.last = Some(format!(
-                    "the CA is not valid at {} (valid {} to {})",
-                    self.at, root.not_before, root.not_after
-                ));
-                continue;
+            if self.valid(root, "the CA") {
+                return Ok(true);
             }
-            return Ok(true);
         }
         if path.len() >= MAX_CHAIN {
             self.last = Some(format!("no root within {MAX_CHAIN} certificates"));
@@ -1058,11 +1053,7 @@ impl ChainSearch<'_> {
                 self.last = Some("an intermediate named as issuer is not a CA".into());
                 continue;
             }
-            if self.at < candidate.not_before || self.at > candidate.not_after {
-                self.last = Some(format!(
-                    "intermediate is not valid at {} (valid {} to {})",
-                    self.at, candidate.not_before, candidate.not_after
-                ));
+            if !self.valid(candidate, "intermediate") {
                 continue;
             }
             if !self.check(cert, candidate)? {
@@ -1083,6 +1074,18 @@ impl ChainSearch<'_> {
             path.pop();
         }
         Ok(false)
+    }
+
+    /// Whether `cert` is valid at the search's time; if not, why is kept.
+    fn valid(&mut self, cert: &Cert, role: &str) -> bool {
+        let ok = self.at >= cert.not_before && self.at <= cert.not_after;
+        if !ok {
+            self.last = Some(format!(
+                "{role} is not valid at {} (valid {} to {})",
+                self.at, cert.not_before, cert.not_after
+            ));
+        }
+        ok
     }
 
     /// Whether `issuer` signed `cert`, spending one unit of the budget.
