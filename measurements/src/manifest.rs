@@ -401,8 +401,24 @@ pub struct ImageDescription {
     /// The SEV-SNP deployment shapes.
     #[serde(default)]
     pub snp: Vec<ShapeDescription>,
-    /// The TPM-measured boot, if any.
-    pub tpm: Option<TpmDescription>,
+    /// The TPM-measured boots: `[tpm]` for one, `[[tpm]]` for several
+    /// (a UKI from a disk and a direct boot of the same artifacts).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub tpm: Vec<TpmDescription>,
+}
+
+/// `[tpm]` or `[[tpm]]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<TpmDescription>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(TpmDescription),
+        Many(Vec<TpmDescription>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(t) => vec![t],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// The TPM-measured boot of an image description: the kernel, initrd and
@@ -641,9 +657,12 @@ pub fn describe_with(
                 .map(|b| b.append.clone().unwrap_or_default()),
         },
         snp: snp_refs,
-        tpm: match &desc.tpm {
-            Some(t) => describe_tpm(t, desc.boot.as_ref(), &path, replay)?,
-            None => Vec::new(),
+        tpm: {
+            let mut refs = Vec::new();
+            for t in &desc.tpm {
+                refs.extend(describe_tpm(t, desc.boot.as_ref(), &path, replay)?);
+            }
+            refs
         },
     })
 }

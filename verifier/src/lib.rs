@@ -52,7 +52,7 @@ pub use crl::{Crl, MAX_CRL_SIZE};
 pub use decide::{Actual, Builder, Claim, Decision, Excluded, Reason, Why};
 pub use error::{CertRole, Error, Finding, Refusal, Rejection, Role};
 pub use evidence::{AzureEvidence, Evidence, PcrValue, SnpEvidence, TpmEvidence};
-pub use hash::sha256;
+pub use hash::{sha256, tpm_algorithm, tpm_digest};
 pub use merkle::{
     EMPTY_ROOT, Hash, MAX_CONSISTENCY_PROOF, MAX_INCLUSION_PROOF, ProofFailure, hash_from_slice,
     leaf_hash, node_hash, root_from_consistency, root_from_inclusion, verify_consistency,

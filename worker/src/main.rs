@@ -124,6 +124,11 @@ enum Command {
         /// mTLS for --grpc: the CA that client certificates must chain to.
         #[arg(long, requires = "tls_cert")]
         client_ca: Option<PathBuf>,
+        /// The deployment settings file (the image's init passes it): its
+        /// SHA-256 must be SEV-SNP's HOST_DATA, or is extended into TPM PCR
+        /// 15 before the worker serves (docs/image.md).
+        #[arg(long)]
+        settings: Option<PathBuf>,
         /// `NAME=VALUE`: a Nix option for builds through the gRPC API, e.g.
         /// `sandbox-paths=/bin/sh=...` (repeatable). Substituters, remote
         /// builders and the post-build hook are always off there.
@@ -175,8 +180,25 @@ enum Command {
     },
 }
 
+/// The largest deployment settings file read.
+const MAX_SETTINGS: usize = 1 << 20;
+
+/// The name Nix's `post-build-hook` setting runs the worker by: Nix gives a
+/// hook no arguments, so under this name the worker is `hook` with the
+/// default socket (the image installs it as a symbolic link).
+const POST_BUILD_HOOK_NAME: &str = "post-build-hook";
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let invoked_as = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_os_string()));
+    let cli = if invoked_as.as_deref() == Some(std::ffi::OsStr::new(POST_BUILD_HOOK_NAME)) {
+        Cli::parse_from(["provenix-worker", "hook"])
+    } else {
+        Cli::parse()
+    };
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("provenix-worker: error: {e:#}");
@@ -301,11 +323,19 @@ fn run(cli: Cli) -> Result<()> {
             tls_cert,
             tls_key,
             client_ca,
+            settings,
             nix_options,
         } => {
             let mut config = provenix_worker::daemon::Config::new(state);
             config.platform = platform;
             config.tpm = tpm;
+            config.settings = settings
+                .as_deref()
+                .map(|path| {
+                    provenix_firmware::file::read_bounded(path, MAX_SETTINGS)
+                        .with_context(|| format!("cannot read the settings {}", path.display()))
+                })
+                .transpose()?;
             config.policy = policy
                 .as_deref()
                 .map(provenix_verifier::Policy::load)

@@ -90,7 +90,18 @@ pub struct TpmOptions {
     /// The TCG event log [default: the kernel's securityfs copy].
     #[arg(long)]
     pub event_log: Option<std::path::PathBuf>,
+    /// The deployment settings to bind ([`SETTINGS_PCR`]); set from
+    /// `serve --settings`, never a flag of its own.
+    #[arg(skip)]
+    pub settings: Option<Vec<u8>>,
 }
+
+/// The PCR a TPM worker extends with its deployment settings (each bank
+/// with that bank's hash of the settings file) before it serves, so that a
+/// quote shows the settings it runs with: PCR 15, which firmware and boot
+/// loaders leave alone (the UAPI PCR registry gives it to the system's
+/// identity). docs/image.md.
+pub const SETTINGS_PCR: u8 = 15;
 
 /// The kind of attestation key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -218,6 +229,38 @@ impl Platform {
         policy
     }
 
+    /// Bind the deployment settings a TPM worker already extended into
+    /// [`SETTINGS_PCR`] when it opened: on SEV-SNP, the host must have
+    /// launched the VM with HOST_DATA = SHA-256 of the settings, else the
+    /// worker refuses to run with them. The simulator binds nothing.
+    pub fn check_settings(&self, settings: &[u8]) -> Result<(), Error> {
+        match self {
+            Platform::Snp(_) => {
+                let want = provenix_verifier::sha256(settings);
+                let Evidence::Snp(evidence) = self.evidence(&[0; 64], 0)? else {
+                    return Err(Error::GuestResponse("SEV-SNP gave other evidence".into()));
+                };
+                let report =
+                    provenix_firmware::snp::AttestationReport::from_bytes(&evidence.report)?;
+                if report.host_data() != want.as_ref() {
+                    return Err(Error::GuestResponse(format!(
+                        "HOST_DATA is {}, the settings' SHA-256 is {}: launch the VM with \
+                         host-data set to the settings' hash",
+                        hex::encode(report.host_data()),
+                        hex::encode(want)
+                    )));
+                }
+                Ok(())
+            }
+            #[cfg(feature = "tpm")]
+            Platform::Tpm(_) => Ok(()),
+            Platform::Sim(_) => {
+                eprintln!("provenix-worker: SIMULATED platform: the settings are bound to nothing");
+                Ok(())
+            }
+        }
+    }
+
     /// Whether this is the simulator.
     pub fn is_simulated(&self) -> bool {
         matches!(self, Platform::Sim(_))
@@ -298,7 +341,8 @@ mod tpm {
     /// The PCRs a quote covers: the boot chain, firmware (0-7), the
     /// Linux EFI stub's initrd and command line (9), and 8 for boot
     /// loaders that use it.
-    const BOOT_PCRS: [u8; 10] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+    /// And the deployment settings ([`SETTINGS_PCR`]).
+    const BOOT_PCRS: [u8; 11] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, super::SETTINGS_PCR];
 
     /// `--ak-cert nv`: the cloud's AK certificate from NV.
     const AK_CERT_FROM_NV: &str = "nv";
@@ -480,6 +524,15 @@ mod tpm {
         inbox: &mpsc::Receiver<([u8; 32], Reply)>,
     ) {
         let opened = Tpm::open(options.tpm_tcti.as_deref()).and_then(|mut tpm| {
+            if let Some(settings) = &options.settings {
+                for bank in tpm.pcr_banks()? {
+                    tpm.pcr_extend(
+                        super::SETTINGS_PCR,
+                        bank,
+                        &provenix_verifier::tpm_digest(bank, settings),
+                    )?;
+                }
+            }
             let (ak, chain) = load_ak(&mut tpm, options, &source)?;
             if let Source::Azure(_) = source {
                 // Fail at start, not at the first quote, off Azure.

@@ -1307,7 +1307,7 @@ fn kdfe(hash: HashAlg, z: &[u8], label: &[u8], u: &[u8], v: &[u8], bytes: usize)
     let mut out = Vec::with_capacity(bytes);
     let mut counter = 1u32;
     while out.len() < bytes {
-        let mut h = digest::Context::new(digest_alg(hash));
+        let mut h = digest::Context::new(crate::hash::tpm_algorithm(hash));
         h.update(&counter.to_be_bytes());
         h.update(z);
         h.update(label);
@@ -1360,15 +1360,6 @@ fn hmac_alg(hash: HashAlg) -> hmac::Algorithm {
         HashAlg::Sha256 => hmac::HMAC_SHA256,
         HashAlg::Sha384 => hmac::HMAC_SHA384,
         HashAlg::Sha512 => hmac::HMAC_SHA512,
-    }
-}
-
-fn digest_alg(hash: HashAlg) -> &'static digest::Algorithm {
-    match hash {
-        HashAlg::Sha1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
-        HashAlg::Sha256 => &digest::SHA256,
-        HashAlg::Sha384 => &digest::SHA384,
-        HashAlg::Sha512 => &digest::SHA512,
     }
 }
 

@@ -49,16 +49,6 @@ use crate::error::Error;
 /// hold (read from the TPM beside the quote, or replayed from a log).
 pub type PcrValues = BTreeMap<(HashAlg, u32), Vec<u8>>;
 
-/// ring's digest for a TPM hash.
-fn ring_digest(alg: HashAlg) -> &'static digest::Algorithm {
-    match alg {
-        HashAlg::Sha1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
-        HashAlg::Sha256 => &digest::SHA256,
-        HashAlg::Sha384 => &digest::SHA384,
-        HashAlg::Sha512 => &digest::SHA512,
-    }
-}
-
 /// TPM_RH_ENDORSEMENT (TPM 2.0 Part 2, 7.4 "TPM_RH"): the hierarchy the
 /// worker makes its attestation keys in, as primaries.
 pub const TPM_RH_ENDORSEMENT: u32 = 0x4000_000B;
@@ -71,7 +61,7 @@ pub const TPM_RH_ENDORSEMENT: u32 = 0x4000_000B;
 /// and all, is the one the TPM signed with.
 pub fn primary_qualified_name(public: &Public, hierarchy: u32) -> Vec<u8> {
     let alg = public.name_alg();
-    let mut ctx = digest::Context::new(ring_digest(alg));
+    let mut ctx = digest::Context::new(crate::hash::tpm_algorithm(alg));
     ctx.update(&hierarchy.to_be_bytes());
     ctx.update(&name_of(public));
     let mut qn = alg.id().to_be_bytes().to_vec();
@@ -142,7 +132,9 @@ impl KeyMaterial {
 pub fn name_of(public: &Public) -> Vec<u8> {
     let alg = public.name_alg();
     let mut name = alg.id().to_be_bytes().to_vec();
-    name.extend_from_slice(digest::digest(ring_digest(alg), public.as_bytes()).as_ref());
+    name.extend_from_slice(
+        digest::digest(crate::hash::tpm_algorithm(alg), public.as_bytes()).as_ref(),
+    );
     name
 }
 
@@ -429,7 +421,7 @@ pub fn verify_quote(
         return Err(Error::PcrNotQuoted { bank, pcr });
     }
     let hash = signature.hash();
-    let mut ctx = digest::Context::new(ring_digest(hash));
+    let mut ctx = digest::Context::new(crate::hash::tpm_algorithm(hash));
     for (bank, pcr) in quote.selected() {
         let value = pcrs
             .get(&(bank, pcr))

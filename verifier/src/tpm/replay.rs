@@ -58,16 +58,6 @@ impl std::fmt::Display for PcrMismatch {
     }
 }
 
-/// ring's algorithm for a TPM bank.
-fn ring_alg(alg: HashAlg) -> &'static digest::Algorithm {
-    match alg {
-        HashAlg::Sha1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
-        HashAlg::Sha256 => &digest::SHA256,
-        HashAlg::Sha384 => &digest::SHA384,
-        HashAlg::Sha512 => &digest::SHA512,
-    }
-}
-
 /// A PCR's value after TPM2_Startup (see the module documentation).
 fn initial(alg: HashAlg, pcr: usize, locality: Option<u8>) -> Vec<u8> {
     let mut value = vec![0; alg.size()];
@@ -104,7 +94,7 @@ pub fn replay(log: &EventLog) -> Pcrs {
             ) else {
                 continue;
             };
-            let mut ctx = digest::Context::new(ring_alg(alg));
+            let mut ctx = digest::Context::new(crate::hash::tpm_algorithm(alg));
             ctx.update(pcr);
             ctx.update(digest);
             *pcr = ctx.finish().as_ref().to_vec();

@@ -93,6 +93,9 @@ pub struct Config {
     pub platform: Choice,
     /// The TPM and its attestation key, for the TPM platform.
     pub tpm: TpmOptions,
+    /// The deployment settings file's bytes, bound before the worker
+    /// serves: a TPM PCR, or SEV-SNP's HOST_DATA (docs/image.md).
+    pub settings: Option<Vec<u8>>,
     /// What the self-checks trust. `None`: AMD's roots on hardware, the
     /// simulator's test roots on the simulator.
     pub policy: Option<Policy>,
@@ -140,6 +143,7 @@ impl Config {
             state_dir: state_dir.into(),
             platform: Choice::Auto,
             tpm: TpmOptions::default(),
+            settings: None,
             policy: None,
             vek: None,
             commit: None,
@@ -427,13 +431,23 @@ impl Worker {
         let lock = Arc::new(lock_state(&config.state_dir)?);
 
         let now = unix_now();
-        let platform = Platform::open(config.platform, &config.tpm, now, |why| {
+        // A TPM worker extends its settings into a PCR as it opens the TPM.
+        let mut tpm = config.tpm.clone();
+        tpm.settings.clone_from(&config.settings);
+        let platform = Platform::open(config.platform, &tpm, now, |why| {
             eprintln!("######################################################################");
             eprintln!("# WARNING: no SEV-SNP or TPM hardware: {why}");
             eprintln!("# Using the SIMULATED platform. Its evidence proves nothing about");
             eprintln!("# hardware and is accepted only by a policy that names its test root.");
             eprintln!("######################################################################");
         })?;
+        if let Some(settings) = &config.settings {
+            platform.check_settings(settings)?;
+            eprintln!(
+                "provenix-worker: deployment settings {} bound to the evidence",
+                hex::encode(provenix_verifier::sha256(settings))
+            );
+        }
         let policy = match &config.policy {
             Some(p) => p.clone(),
             None => platform.self_check_policy(),

@@ -1,0 +1,274 @@
+//! Debian packages pinned by `packages.lock`: fetched once into a cache,
+//! checked against their sha256, and read as file trees.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::sha256_hex;
+
+/// One pinned package: a line of `packages.lock`.
+#[derive(Clone, Debug)]
+pub(crate) struct Pin {
+    /// The package name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// SHA-256 of the .deb, lower-case hex.
+    pub sha256: String,
+    /// Its path in the archive's pool.
+    pub pool_path: String,
+}
+
+/// Read `packages.lock`: `name version sha256 pool-path` per line, `#`
+/// comments.
+pub(crate) fn read_lock(path: &Path) -> Result<Vec<Pin>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut pins = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [name, version, sha256, pool_path] = fields[..] else {
+            bail!(
+                "{}:{}: expected `name version sha256 pool-path`",
+                path.display(),
+                n + 1
+            );
+        };
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("{}:{}: {sha256:?} is not a sha256", path.display(), n + 1);
+        }
+        pins.push(Pin {
+            name: name.into(),
+            version: version.into(),
+            sha256: sha256.to_ascii_lowercase(),
+            pool_path: pool_path.into(),
+        });
+    }
+    Ok(pins)
+}
+
+/// Where .debs come from: a cache directory (files named by their
+/// sha256), filled from the archive on a miss.
+pub(crate) struct Fetcher {
+    /// The cache: `<sha256>.deb`.
+    pub cache: PathBuf,
+    /// The archive, e.g. `http://deb.debian.org/debian`.
+    pub mirror: String,
+}
+
+impl Fetcher {
+    /// The path of `pin`'s .deb in the cache, fetched if it is not there.
+    /// Its sha256 is checked either way; a package the archive no longer
+    /// has is an error that says how to supply it.
+    pub(crate) fn fetch(&self, pin: &Pin) -> Result<PathBuf> {
+        let path = self.cache.join(format!("{}.deb", pin.sha256));
+        if path.exists() {
+            let have = sha256_hex(&std::fs::read(&path)?);
+            if have == pin.sha256 {
+                return Ok(path);
+            }
+            std::fs::remove_file(&path)?;
+        }
+        std::fs::create_dir_all(&self.cache)?;
+        let url = format!("{}/{}", self.mirror.trim_end_matches('/'), pin.pool_path);
+        let file = pin.pool_path.rsplit('/').next().unwrap_or(&pin.pool_path);
+        let supply = format!(
+            "supply {file} (sha256 {}) as {}: from a Debian mirror or snapshot.debian.org \
+             that still has {} {}, or set PROVENIX_DEBIAN_MIRROR",
+            pin.sha256,
+            path.display(),
+            pin.name,
+            pin.version
+        );
+        let mut body = Vec::new();
+        match ureq::get(&url).call() {
+            Ok(response) => {
+                response
+                    .into_body()
+                    .into_reader()
+                    .take(1 << 30)
+                    .read_to_end(&mut body)
+                    .with_context(|| format!("downloading {url}"))?;
+            }
+            Err(e) => bail!(
+                "cannot download {} {} from {url}: {e}\n{supply}",
+                pin.name,
+                pin.version
+            ),
+        }
+        let have = sha256_hex(&body);
+        if have != pin.sha256 {
+            bail!(
+                "{url} has sha256 {have}, packages.lock pins {} for {} {}\n{supply}",
+                pin.sha256,
+                pin.name,
+                pin.version
+            );
+        }
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, &body)?;
+        std::fs::rename(&partial, &path)?;
+        Ok(path)
+    }
+}
+
+/// A file-system entry of a package.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// A directory.
+    Dir,
+    /// A regular file and whether it is executable.
+    File(Vec<u8>, bool),
+    /// A symbolic link's target, as written.
+    Symlink(String),
+}
+
+/// The files of a set of packages, by path without the leading `/`, with
+/// the usr merge applied (`lib/x` is `usr/lib/x`), as Debian installs them.
+#[derive(Default)]
+pub(crate) struct Files {
+    entries: BTreeMap<String, (String, Entry)>,
+}
+
+/// `/lib/...` and friends are under `/usr` on a merged system.
+pub(crate) fn merged(path: &str) -> String {
+    let path = path.trim_start_matches("./").trim_start_matches('/');
+    for top in ["bin", "sbin", "lib", "lib64"] {
+        if path == top {
+            return format!("usr/{top}");
+        }
+        if let Some(rest) = path.strip_prefix(top).and_then(|r| r.strip_prefix('/')) {
+            return format!("usr/{top}/{rest}");
+        }
+    }
+    path.trim_end_matches('/').to_owned()
+}
+
+impl Files {
+    /// Add the files of the .deb at `deb` (its data.tar, through
+    /// `dpkg-deb --fsys-tarfile`).
+    pub(crate) fn add_deb(&mut self, package: &str, deb: &Path) -> Result<()> {
+        let out = Command::new("dpkg-deb")
+            .arg("--fsys-tarfile")
+            .arg(deb)
+            .output()
+            .context("running dpkg-deb (Debian's dpkg)")?;
+        if !out.status.success() {
+            bail!(
+                "dpkg-deb --fsys-tarfile {}: {}",
+                deb.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let mut archive = tar::Archive::new(&out.stdout[..]);
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let path = merged(&entry.path()?.to_string_lossy());
+            if path.is_empty() {
+                continue;
+            }
+            let kind = entry.header().entry_type();
+            let value = if kind.is_dir() {
+                Entry::Dir
+            } else if kind.is_symlink() {
+                let target = entry
+                    .link_name()?
+                    .with_context(|| format!("{package}: symlink {path} has no target"))?;
+                Entry::Symlink(target.to_string_lossy().into_owned())
+            } else if kind.is_hard_link() {
+                let target = entry
+                    .link_name()?
+                    .with_context(|| format!("{package}: hard link {path} has no target"))?;
+                let target = merged(&target.to_string_lossy());
+                match self.entries.get(&target) {
+                    Some((_, e)) => e.clone(),
+                    None => bail!("{package}: hard link {path} to {target}, which comes later"),
+                }
+            } else if kind.is_file() {
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data)?;
+                Entry::File(data, entry.header().mode()? & 0o111 != 0)
+            } else {
+                continue;
+            };
+            self.entries.insert(path, (package.to_owned(), value));
+        }
+        Ok(())
+    }
+
+    /// Every path, in order.
+    pub(crate) fn paths(&self) -> impl Iterator<Item = (&str, &str, &Entry)> {
+        self.entries
+            .iter()
+            .map(|(path, (pkg, e))| (path.as_str(), pkg.as_str(), e))
+    }
+
+    /// Follow symbolic links from `path` to a regular file: its path, its
+    /// package and its bytes.
+    pub(crate) fn resolve<'a>(&'a self, path: &str) -> Result<(String, &'a str, &'a [u8])> {
+        let mut path = merged(path);
+        for _ in 0..40 {
+            match self.entries.get(&path) {
+                Some((pkg, Entry::File(data, _))) => return Ok((path, pkg, data)),
+                Some((_, Entry::Symlink(target))) => {
+                    path = if target.starts_with('/') {
+                        merged(target)
+                    } else {
+                        let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+                        normalize(&format!("{dir}/{target}"))
+                    };
+                }
+                Some((_, Entry::Dir)) => bail!("{path} is a directory"),
+                None => bail!("no package of packages.lock has {path}"),
+            }
+        }
+        bail!("{path}: too many symbolic links")
+    }
+}
+
+/// `a/b/../c` is `a/c`; the usr merge applied.
+fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    merged(&parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usr_merge_and_normalize() {
+        assert_eq!(
+            merged("./lib/x86_64-linux-gnu/libc.so.6"),
+            "usr/lib/x86_64-linux-gnu/libc.so.6"
+        );
+        assert_eq!(
+            merged("/lib64/ld-linux-x86-64.so.2"),
+            "usr/lib64/ld-linux-x86-64.so.2"
+        );
+        assert_eq!(merged("./usr/bin/nix"), "usr/bin/nix");
+        assert_eq!(merged("./library/x"), "library/x");
+        assert_eq!(merged("./"), "");
+        assert_eq!(
+            normalize("usr/lib64/../lib/x86_64-linux-gnu/ld.so"),
+            "usr/lib/x86_64-linux-gnu/ld.so"
+        );
+    }
+}
