@@ -117,8 +117,10 @@ fn move_tree(from: &Path, to: &Path) -> Result<()> {
     } else if kind.is_file() {
         std::fs::copy(from, to)?;
         std::fs::remove_file(from)?;
+    } else {
+        // A device node (/dev/console): devtmpfs provides them.
+        std::fs::remove_file(from)?;
     }
-    // Device nodes stay behind: devtmpfs provides them.
     Ok(())
 }
 
@@ -313,15 +315,13 @@ fn wait_for_socket(worker: &mut Child) -> Result<()> {
 /// else's: the path every local build takes, proven at boot. Its output
 /// is logged and attested like any other (the console names it).
 fn self_test() -> Result<()> {
-    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?;
-    let expr = format!(
-        "derivation {{ name = \"provenix-self-test\"; system = builtins.currentSystem; \
-         builder = \"/bin/sh\"; args = [ \"-c\" \"echo {} > $out\" ]; }}",
-        boot_id.trim()
-    );
+    // The same derivation every boot (each boot has a fresh store), so
+    // anyone can rebuild it and compare (worker/tests/image_boot.rs).
+    let expr = "derivation { name = \"provenix-self-test\"; system = \"x86_64-linux\"; \
+                builder = \"/bin/sh\"; args = [ \"-c\" \"echo provenix self-test > $out\" ]; }";
     let started = Instant::now();
     let out = Command::new("/usr/bin/nix-build")
-        .args(["--no-out-link", "--expr", &expr])
+        .args(["--no-out-link", "--expr", expr])
         .output()
         .context("running nix-build")?;
     if !out.status.success() {

@@ -874,3 +874,236 @@ impl Drop for WorkDir {
         }
     }
 }
+
+/// An enrolled attestation key: its certificate chain (PEM: the AK's
+/// certificate, then the operator CA's) and the operator CA alone.
+pub struct Enrolled {
+    /// The AK's chain, PEM.
+    pub ak_chain: PathBuf,
+    /// The operator CA that certified it, PEM.
+    pub operator_ca: PathBuf,
+}
+
+/// Enroll the TPM's ECC attestation key with a fresh operator CA, through
+/// both CLIs as an operator would (docs/tpm.md), against swtpm serving
+/// `tpm`'s state; the EK certificate chains to the TPM's own local CA.
+/// `worker` and `provenix` are the two binaries; files go to `dir`.
+pub fn enroll(
+    tpm: &TpmState,
+    worker: &Path,
+    provenix: &Path,
+    dir: &Path,
+) -> Result<Enrolled, String> {
+    let f = |name: &str| dir.join(name);
+    let (ek_root, ek_issuer) = tpm
+        .ek_ca()
+        .ok_or("the TPM has no EK CA (not manufactured)")?;
+    let operator_ca = f("operator-ca.pem");
+    let operator_key = f("operator-ca.key");
+    let key = rcgen::KeyPair::generate().map_err(|e| format!("an operator CA key: {e}"))?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+        .map_err(|e| format!("CA certificate parameters: {e}"))?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Provenix test operator CA");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| format!("a self-signed operator CA: {e}"))?;
+    let write = |path: &Path, text: String| {
+        std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+    };
+    write(&operator_ca, cert.pem())?;
+    write(&operator_key, key.serialize_pem())?;
+
+    let swtpm = tpm.serve()?;
+    let worker_ak = |what: &str| {
+        let mut command = Command::new(worker);
+        command.args(["ak", what, "--tpm-tcti", &swtpm.tcti, "--ak-kind", "ecc"]);
+        command
+    };
+    run(worker_ak("request").arg("--out").arg(f("ak-request.json")))?;
+    run(Command::new(provenix)
+        .args(["ak", "enroll", "challenge", "--request"])
+        .arg(f("ak-request.json"))
+        .arg("--ek-ca")
+        .arg(&ek_root)
+        .arg("--ek-intermediates")
+        .arg(&ek_issuer)
+        .arg("--state")
+        .arg(f("ak-state.json"))
+        .arg("--out")
+        .arg(f("ak-challenge.json")))?;
+    run(worker_ak("activate")
+        .arg("--challenge")
+        .arg(f("ak-challenge.json"))
+        .arg("--out")
+        .arg(f("ak-response.json")))?;
+    // swtpm stops (and keeps its state) before the VM's swtpm opens it.
+    drop(swtpm);
+    run(Command::new(provenix)
+        .args(["ak", "enroll", "finish", "--state"])
+        .arg(f("ak-state.json"))
+        .arg("--response")
+        .arg(f("ak-response.json"))
+        .arg("--ca-cert")
+        .arg(&operator_ca)
+        .arg("--ca-key")
+        .arg(&operator_key)
+        .args(["--days", "1", "--out"])
+        .arg(f("ak.pem")))?;
+    Ok(Enrolled {
+        ak_chain: f("ak.pem"),
+        operator_ca,
+    })
+}
+
+/// The worker image (`./run image`) booted as a cloud boots it: OVMF and
+/// a swtpm TPM, `disk.raw` as a virtio disk whose ESP holds the UKI, the
+/// deployment settings through fw_cfg, and QEMU's user network forwarding
+/// a loopback port of the host to the worker's gRPC port. Stopped (QEMU,
+/// then swtpm) when dropped.
+pub struct ImageVm {
+    qemu: Process,
+    _swtpm: Process,
+    dir: WorkDir,
+    started: Instant,
+    /// The host's end of the gRPC port forward: 127.0.0.1:PORT.
+    pub grpc: std::net::SocketAddr,
+}
+
+impl ImageVm {
+    /// Boot `disk` with `settings`, forwarding a free loopback port to the
+    /// guest's `guest_port` on `guest_address`.
+    pub fn start(
+        tools: &Tools,
+        tpm: &TpmState,
+        disk: &Path,
+        settings: &Path,
+        guest_address: &str,
+        guest_port: u16,
+    ) -> Result<ImageVm, String> {
+        let dir = WorkDir::new()?;
+        let ctrl = dir.path.join("swtpm.sock");
+        let swtpm = Process::spawn(
+            "swtpm",
+            Command::new("swtpm")
+                .args(["socket", "--tpm2", "--flags", "startup-clear", "--tpmstate"])
+                .arg(format!("dir={}", tpm.path().display()))
+                .arg("--ctrl")
+                .arg(format!("type=unixio,path={}", ctrl.display()))
+                .stdout(Stdio::null())
+                .stderr(file(&dir.path.join("swtpm.log"))?),
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ctrl.exists() {
+            if Instant::now() > deadline {
+                return Err(format!("swtpm did not open {}", ctrl.display()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let vars = dir.path.join("OVMF_VARS.fd");
+        std::fs::copy(&tools.ovmf_vars, &vars).map_err(|e| format!("copying OVMF_VARS: {e}"))?;
+        let port = free_port()?;
+        let started = Instant::now();
+        let qemu = Process::spawn(
+            "qemu-system-x86_64",
+            Command::new(&tools.qemu)
+                .args([
+                    "-machine", "q35", "-accel", "tcg", "-m", "2048", "-smp", "2",
+                ])
+                .args(["-nographic", "-no-reboot", "-monitor", "none"])
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                    tools.ovmf_code.display()
+                ))
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ))
+                .arg("-chardev")
+                .arg(format!("socket,id=chrtpm,path={}", ctrl.display()))
+                .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
+                .args(["-device", "tpm-tis,tpmdev=tpm0"])
+                .arg("-drive")
+                .arg(format!(
+                    "file={},format=raw,if=virtio,readonly=on",
+                    disk.display()
+                ))
+                .arg("-fw_cfg")
+                .arg(format!(
+                    "name=opt/org.provenix/settings,file={}",
+                    settings.display()
+                ))
+                .arg("-netdev")
+                .arg(format!(
+                    "user,id=n0,hostfwd=tcp:127.0.0.1:{port}-{guest_address}:{guest_port}"
+                ))
+                .args(["-device", "virtio-net-pci,netdev=n0"])
+                .arg("-serial")
+                .arg(format!("file:{}", dir.path.join("serial.log").display()))
+                .stdin(Stdio::null())
+                .stdout(file(&dir.path.join("qemu.log"))?)
+                .stderr(file(&dir.path.join("qemu.err"))?),
+        )?;
+        Ok(ImageVm {
+            qemu,
+            _swtpm: swtpm,
+            dir,
+            started,
+            grpc: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        })
+    }
+
+    /// The serial console so far, without carriage returns.
+    pub fn serial(&self) -> String {
+        String::from_utf8_lossy(
+            &std::fs::read(self.dir.path.join("serial.log")).unwrap_or_default(),
+        )
+        .replace('\r', "")
+    }
+
+    /// Wait until a console line contains `needle`: that line, and the time
+    /// since QEMU started. An error (with the console's tail) when QEMU
+    /// exits or `timeout` passes first.
+    pub fn wait_for(
+        &mut self,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<(String, Duration), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let serial = self.serial();
+            if let Some(line) = serial.lines().find(|l| l.contains(needle)) {
+                return Ok((line.to_owned(), self.started.elapsed()));
+            }
+            let tail = || {
+                let lines: Vec<&str> = serial.lines().collect();
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            };
+            if let Ok(Some(status)) = self.qemu.0.try_wait() {
+                self.dir.keep = true;
+                return Err(format!(
+                    "QEMU exited ({status}) before {needle:?}; kept {}; console tail:\n{}",
+                    self.dir.path.display(),
+                    tail()
+                ));
+            }
+            if Instant::now() > deadline {
+                self.dir.keep = true;
+                return Err(format!(
+                    "no {needle:?} on the console in {timeout:?}; kept {}; console tail:\n{}",
+                    self.dir.path.display(),
+                    tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}

@@ -229,6 +229,10 @@ pub struct TpmPolicy {
     /// Source commits accepted for TPM workers; with `reference_values`,
     /// only these commits' manifests count.
     pub accepted_commits: Option<Vec<String>>,
+    /// SHA-256 digests of the deployment settings accepted (docs/image.md):
+    /// PCR 15 must be quoted and hold exactly the worker's settings event,
+    /// with one of these digests. Unset: the settings are not appraised.
+    pub settings: Option<Vec<Hex<32>>>,
     /// The certificates `ak_roots` names, DER, once loaded.
     #[serde(skip)]
     pub roots: Vec<Vec<u8>>,
@@ -244,6 +248,7 @@ impl Default for TpmPolicy {
             pcrs: boot_pcrs(),
             reference_values: Vec::new(),
             accepted_commits: None,
+            settings: None,
             roots: Vec::new(),
             manifests: Vec::new(),
         }

@@ -98,10 +98,9 @@ pub struct TpmOptions {
 
 /// The PCR a TPM worker extends with its deployment settings (each bank
 /// with that bank's hash of the settings file) before it serves, so that a
-/// quote shows the settings it runs with: PCR 15, which firmware and boot
-/// loaders leave alone (the UAPI PCR registry gives it to the system's
-/// identity). docs/image.md.
+/// quote shows the settings it runs with. docs/image.md.
 pub const SETTINGS_PCR: u8 = 15;
+const _: () = assert!(SETTINGS_PCR as u32 == provenix_firmware::tpm::events::PROVENIX_SETTINGS_PCR);
 
 /// The kind of attestation key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -254,10 +253,7 @@ impl Platform {
             }
             #[cfg(feature = "tpm")]
             Platform::Tpm(_) => Ok(()),
-            Platform::Sim(_) => {
-                eprintln!("provenix-worker: SIMULATED platform: the settings are bound to nothing");
-                Ok(())
-            }
+            Platform::Sim(_) => Ok(()),
         }
     }
 
@@ -331,7 +327,9 @@ mod tpm {
 
     use provenix_firmware::Error;
     use provenix_firmware::tpm::device::{AZURE_AK_HANDLE, AkKind, Key, Tpm, read_event_log};
+    use provenix_firmware::tpm::events::{PROVENIX_SETTINGS_TAG, PROVENIX_SETTINGS_TEXT};
     use provenix_firmware::tpm::hcl::HCL_REPORT_NV_INDEX;
+    use provenix_firmware::tpm::{Event, EventType};
     use provenix_verifier::{
         AzureEvidence, Evidence, PcrValue, TpmEvidence, certificates_from_pem_or_der,
     };
@@ -524,23 +522,20 @@ mod tpm {
         inbox: &mpsc::Receiver<([u8; 32], Reply)>,
     ) {
         let opened = Tpm::open(options.tpm_tcti.as_deref()).and_then(|mut tpm| {
-            if let Some(settings) = &options.settings {
-                for bank in tpm.pcr_banks()? {
-                    tpm.pcr_extend(
-                        super::SETTINGS_PCR,
-                        bank,
-                        &provenix_verifier::tpm_digest(bank, settings),
-                    )?;
-                }
-            }
+            // The settings' event, appended to every copy of the firmware's
+            // log the worker ships, so that the log replays to the quote.
+            let settings_event = match &options.settings {
+                Some(settings) => Some(extend_settings(&mut tpm, settings)?),
+                None => None,
+            };
             let (ak, chain) = load_ak(&mut tpm, options, &source)?;
             if let Source::Azure(_) = source {
                 // Fail at start, not at the first quote, off Azure.
                 hcl_report(&mut tpm)?;
             }
-            Ok((tpm, ak, chain))
+            Ok((tpm, ak, chain, settings_event))
         });
-        let (mut tpm, ak, ak_chain) = match opened {
+        let (mut tpm, ak, ak_chain, settings_event) = match opened {
             Ok(t) => {
                 let _ = ready.send(Ok(()));
                 t
@@ -552,7 +547,8 @@ mod tpm {
         };
         for (qualifying, reply) in inbox {
             let evidence = tpm.quote(&ak, &qualifying, &BOOT_PCRS).and_then(|quote| {
-                let event_log = read_event_log(options.event_log.as_deref())?;
+                let mut event_log = read_event_log(options.event_log.as_deref())?;
+                event_log.extend(settings_event.iter().flatten());
                 Ok(match &source {
                     Source::Azure(vcek) => {
                         let (vek, vek_chain) = match vcek.split_first() {
@@ -584,6 +580,34 @@ mod tpm {
             });
             let _ = reply.send(evidence);
         }
+    }
+
+    /// Extend the settings into [`super::SETTINGS_PCR`] of every active
+    /// bank, each with its own hash of them: the `TCG_PCR_EVENT2` that
+    /// records it (EV_EVENT_TAG, [`PROVENIX_SETTINGS_TAG`]).
+    fn extend_settings(tpm: &mut Tpm, settings: &[u8]) -> Result<Vec<u8>, Error> {
+        let mut digests = Vec::new();
+        for bank in tpm.pcr_banks()? {
+            let digest = provenix_verifier::tpm_digest(bank, settings);
+            tpm.pcr_extend(super::SETTINGS_PCR, bank, &digest)?;
+            digests.push((bank, digest));
+        }
+        let mut data = PROVENIX_SETTINGS_TAG.to_le_bytes().to_vec();
+        data.extend_from_slice(
+            &u32::try_from(PROVENIX_SETTINGS_TEXT.len())
+                .unwrap_or(0)
+                .to_le_bytes(),
+        );
+        data.extend_from_slice(PROVENIX_SETTINGS_TEXT);
+        Ok(Event {
+            index: 0,
+            offset: 0,
+            pcr: u32::from(super::SETTINGS_PCR),
+            event_type: EventType::EVENT_TAG,
+            digests,
+            data,
+        }
+        .to_event2())
     }
 
     fn hcl_report(tpm: &mut Tpm) -> Result<Vec<u8>, Error> {

@@ -100,7 +100,13 @@ fn measured_boot() {
     // enrolled here against this state is the one the worker re-creates
     // in the VM.
     #[cfg(feature = "tpm")]
-    let enrolled = enroll(&tpm, &provenix, &files);
+    let enrolled = vm::enroll(
+        &tpm,
+        Path::new(env!("CARGO_BIN_EXE_provenix-worker")),
+        &provenix,
+        &files.0,
+    )
+    .unwrap_or_else(|why| panic!("enrolling the AK: {why}"));
     #[cfg(feature = "tpm")]
     let (run, extra) = (
         format!("{RUN}{ATTEST}"),
@@ -311,95 +317,6 @@ fn measured_boot() {
     eprintln!("{test}: done in {:.1?}", begun.elapsed());
 }
 
-/// An enrolled attestation key: its certificate chain (PEM: the AK's
-/// certificate, then the operator CA's) and the operator CA alone.
-#[cfg(feature = "tpm")]
-struct Enrolled {
-    ak_chain: PathBuf,
-    operator_ca: PathBuf,
-}
-
-/// Enroll the TPM's ECC attestation key with a fresh operator CA, through
-/// both CLIs as an operator would (docs/tpm.md), against swtpm serving
-/// `tpm`'s state; the EK certificate chains to the TPM's own local CA.
-#[cfg(feature = "tpm")]
-fn enroll(tpm: &vm::TpmState, provenix: &Path, files: &Scratch) -> Enrolled {
-    let f = |name: &str| files.0.join(name);
-    let (ek_root, ek_issuer) = tpm.ek_ca().expect("a manufactured TPM has an EK CA");
-    let operator_ca = f("operator-ca.pem");
-    let operator_key = f("operator-ca.key");
-    let key = rcgen::KeyPair::generate().expect("an operator CA key");
-    let mut params =
-        rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA certificate parameters");
-    params.distinguished_name.push(
-        rcgen::DnType::CommonName,
-        "Provenix measured-boot test operator CA",
-    );
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let cert = params.self_signed(&key).expect("a self-signed operator CA");
-    std::fs::write(&operator_ca, cert.pem()).expect("writing the operator CA");
-    std::fs::write(&operator_key, key.serialize_pem()).expect("writing its key");
-
-    let swtpm = tpm
-        .serve()
-        .unwrap_or_else(|why| panic!("serving the TPM: {why}"));
-    let worker_ak = |what: &str| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_provenix-worker"));
-        command.args(["ak", what, "--tpm-tcti", &swtpm.tcti, "--ak-kind", "ecc"]);
-        command
-    };
-    succeeds(
-        worker_ak("request").arg("--out").arg(f("ak-request.json")),
-        "provenix-worker ak request",
-    );
-    succeeds(
-        Command::new(provenix)
-            .args(["ak", "enroll", "challenge", "--request"])
-            .arg(f("ak-request.json"))
-            .arg("--ek-ca")
-            .arg(&ek_root)
-            .arg("--ek-intermediates")
-            .arg(&ek_issuer)
-            .arg("--state")
-            .arg(f("ak-state.json"))
-            .arg("--out")
-            .arg(f("ak-challenge.json")),
-        "provenix ak enroll challenge",
-    );
-    succeeds(
-        worker_ak("activate")
-            .arg("--challenge")
-            .arg(f("ak-challenge.json"))
-            .arg("--out")
-            .arg(f("ak-response.json")),
-        "provenix-worker ak activate",
-    );
-    // swtpm stops (and keeps its state) before the VM's swtpm opens it.
-    drop(swtpm);
-    succeeds(
-        Command::new(provenix)
-            .args(["ak", "enroll", "finish", "--state"])
-            .arg(f("ak-state.json"))
-            .arg("--response")
-            .arg(f("ak-response.json"))
-            .arg("--ca-cert")
-            .arg(&operator_ca)
-            .arg("--ca-key")
-            .arg(&operator_key)
-            .args(["--days", "1", "--out"])
-            .arg(f("ak.pem")),
-        "provenix ak enroll finish",
-    );
-    Enrolled {
-        ak_chain: f("ak.pem"),
-        operator_ca,
-    }
-}
-
 /// What reference values are computed from, besides the initrd and the
 /// command line.
 #[cfg(feature = "tpm")]
@@ -418,7 +335,7 @@ struct Image<'a> {
 fn verify_attested(
     boot: &vm::Boot,
     provenix: &Path,
-    enrolled: &Enrolled,
+    enrolled: &vm::Enrolled,
     image: &Image<'_>,
     initrd: &[u8],
     append: &str,
@@ -540,7 +457,7 @@ fn policy(
     initrd: &[u8],
     append: &str,
     commit: &str,
-    enrolled: &Enrolled,
+    enrolled: &vm::Enrolled,
     files: &Scratch,
 ) -> PathBuf {
     let f = |suffix: &str| files.0.join(format!("{name}{suffix}"));

@@ -298,6 +298,23 @@ pub struct Event {
 }
 
 impl Event {
+    /// The event as `TCG_PCR_EVENT2` (PFP 10.2.2): how a crypto-agile log
+    /// holds every event after the Spec ID event.
+    pub fn to_event2(&self) -> Vec<u8> {
+        let u32le = |v: usize| u32::try_from(v).unwrap_or(u32::MAX).to_le_bytes();
+        let mut out = Vec::new();
+        out.extend_from_slice(&self.pcr.to_le_bytes());
+        out.extend_from_slice(&self.event_type.0.to_le_bytes());
+        out.extend_from_slice(&u32le(self.digests.len()));
+        for (alg, d) in &self.digests {
+            out.extend_from_slice(&alg.id().to_le_bytes());
+            out.extend_from_slice(d);
+        }
+        out.extend_from_slice(&u32le(self.data.len()));
+        out.extend_from_slice(&self.data);
+        out
+    }
+
     /// The digest for `alg`, if the event has one.
     pub fn digest(&self, alg: HashAlg) -> Option<&[u8]> {
         self.digests

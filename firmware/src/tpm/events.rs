@@ -29,6 +29,17 @@ pub const LINUX_INITRD_TAG: u32 = 0x8F3B_22EC;
 /// (PCR 9), LOAD_OPTIONS_EVENT_TAG_ID.
 pub const LINUX_LOAD_OPTIONS_TAG: u32 = 0x8F3B_22ED;
 
+/// The PCR a Provenix worker extends its deployment settings into before
+/// it serves: 15, which firmware and boot loaders leave alone (the UAPI
+/// PCR registry gives it to the system's identity).
+pub const PROVENIX_SETTINGS_PCR: u32 = 15;
+/// The tag of the event a Provenix worker appends to the log it ships
+/// when it extends its deployment settings into PCR 15 (EV_EVENT_TAG; the
+/// digests are each bank's hash of the settings file): "PVXS".
+pub const PROVENIX_SETTINGS_TAG: u32 = 0x5356_5850;
+/// That event's data after the tag: what the digests are of.
+pub const PROVENIX_SETTINGS_TEXT: &[u8] = b"provenix deployment settings";
+
 /// Most device-path nodes decoded in one path; every node is at least 4
 /// bytes, so this only bounds pathological paths.
 pub const MAX_DEVICE_PATH_NODES: usize = 256;

@@ -334,8 +334,11 @@ pub fn expected_events(boot: &Boot<'_>, banks: &[HashAlg]) -> Result<Vec<Expecte
             Ok(out)
         }
         Boot::Uki { image } => {
-            let mut out = vec![application(Source::Uki, image)?];
             let pe = PeImage::parse(image)?;
+            let mut out = vec![
+                application(Source::Uki, image)?,
+                application(Source::Kernel, &uki::embedded_kernel(&pe)?)?,
+            ];
             for section in uki::measured_sections(&pe)? {
                 let data = Some(section.event_data());
                 out.push(ExpectedEvent {
@@ -509,15 +512,7 @@ fn encode_log(spec: &Event, events: &[Event]) -> Vec<u8> {
     out.extend_from_slice(&u32le(spec.data.len()));
     out.extend_from_slice(&spec.data);
     for e in events {
-        out.extend_from_slice(&e.pcr.to_le_bytes());
-        out.extend_from_slice(&e.event_type.0.to_le_bytes());
-        out.extend_from_slice(&u32le(e.digests.len()));
-        for (alg, d) in &e.digests {
-            out.extend_from_slice(&alg.id().to_le_bytes());
-            out.extend_from_slice(d);
-        }
-        out.extend_from_slice(&u32le(e.data.len()));
-        out.extend_from_slice(&e.data);
+        out.extend_from_slice(&e.to_event2());
     }
     out
 }

@@ -8,7 +8,10 @@
 
 use std::collections::BTreeMap;
 
-use provenix_firmware::tpm::{Attest, EventLog, HashAlg, Public, Signature};
+use provenix_firmware::tpm::events::{
+    PROVENIX_SETTINGS_PCR as SETTINGS_PCR, PROVENIX_SETTINGS_TAG, PROVENIX_SETTINGS_TEXT,
+};
+use provenix_firmware::tpm::{Attest, EventLog, EventType, HashAlg, Public, Signature};
 
 use super::ak::verify_ak_certificate;
 use super::quote::{
@@ -270,6 +273,9 @@ pub(super) fn boot_findings(
             });
         }
     }
+    if let Some(accepted) = &tpm.settings {
+        settings_findings(accepted, log, quoted, &mut findings);
+    }
     let reference_commit = reference(policy, log, quoted, &mut findings);
     // Fail closed, as for SEV-SNP: a boot no reference pins is not
     // accepted unless the policy accepts any software by name.
@@ -283,6 +289,63 @@ pub(super) fn boot_findings(
         });
     }
     (findings, reference_commit)
+}
+
+/// `tpm.settings`: the log (which replays to the quote) holds in
+/// [`SETTINGS_PCR`] exactly one event, the worker's settings event, whose
+/// SHA-256 digest the policy accepts; and the PCR is quoted.
+fn settings_findings(
+    accepted: &[crate::policy::Hex<32>],
+    log: &EventLog,
+    quoted: &PcrValues,
+    findings: &mut Vec<Finding>,
+) {
+    let expected = || {
+        let list: Vec<String> = accepted.iter().map(|h| hex::encode(h.0)).collect();
+        format!("the settings event with one of [{}]", list.join(", "))
+    };
+    if !quoted.contains_key(&(HashAlg::Sha256, SETTINGS_PCR)) {
+        findings.push(Finding {
+            field: "deployment settings",
+            found: format!("PCR {SETTINGS_PCR} not quoted in the sha256 bank"),
+            expected: expected(),
+        });
+        return;
+    }
+    let events: Vec<_> = log
+        .events()
+        .iter()
+        .filter(|e| e.pcr == SETTINGS_PCR)
+        .collect();
+    let found = match &events[..] {
+        [] => "no event".to_owned(),
+        [one] => match (
+            one.event_type == EventType::EVENT_TAG && settings_tag(&one.data),
+            one.digest(HashAlg::Sha256),
+        ) {
+            (true, Some(d)) if accepted.iter().any(|h| h.0 == d) => return,
+            (true, Some(d)) => format!("settings {}", hex::encode(d)),
+            _ => "an event that is not the worker's settings event".to_owned(),
+        },
+        more => format!("{} events", more.len()),
+    };
+    findings.push(Finding {
+        field: "deployment settings",
+        found: format!("PCR {SETTINGS_PCR}: {found}"),
+        expected: expected(),
+    });
+}
+
+/// Whether tagged-event data is the worker's settings event.
+fn settings_tag(data: &[u8]) -> bool {
+    let mut want = PROVENIX_SETTINGS_TAG.to_le_bytes().to_vec();
+    want.extend_from_slice(
+        &u32::try_from(PROVENIX_SETTINGS_TEXT.len())
+            .unwrap_or(0)
+            .to_le_bytes(),
+    );
+    want.extend_from_slice(PROVENIX_SETTINGS_TEXT);
+    data == want
 }
 
 /// The first manifest of an accepted commit whose TPM reference the boot

@@ -443,8 +443,13 @@ impl Worker {
         })?;
         if let Some(settings) = &config.settings {
             platform.check_settings(settings)?;
+            let bound = if platform.is_simulated() {
+                "NOT bound (simulated)"
+            } else {
+                "bound to the evidence"
+            };
             eprintln!(
-                "provenix-worker: deployment settings {} bound to the evidence",
+                "provenix-worker: deployment settings {}: {bound}",
                 hex::encode(provenix_verifier::sha256(settings))
             );
         }
