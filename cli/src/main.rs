@@ -14,6 +14,7 @@ use provenix_verifier::{Crl, Error, Policy, Refusal, Role, Verifier};
 
 mod ak_cli;
 mod checkpoints;
+mod compare;
 mod export;
 mod input;
 mod measure;

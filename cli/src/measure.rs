@@ -65,6 +65,17 @@ pub(crate) enum MeasureCommand {
     /// PCRs. Exit 0 with the values, 1 when the inputs are refused, 2 on a
     /// usage error.
     Tpm(Box<TpmArgs>),
+    /// A user's check of an operator's image: compare the manifest the
+    /// operator published with the image rebuilt from the same commit
+    /// (`./run image`): each a manifest.json or an image directory, with
+    /// the inputs.json beside it. Exit 0 when identical; 1 naming every
+    /// reference value and every input that differs.
+    Compare {
+        /// The published manifest.json (or its directory).
+        published: PathBuf,
+        /// The rebuilt image directory (or its manifest.json).
+        rebuilt: PathBuf,
+    },
 }
 
 /// `provenix measure tpm`.
@@ -225,6 +236,7 @@ impl From<anyhow::Error> for Failure {
 /// Run a `measure` subcommand.
 pub(crate) fn run(command: MeasureCommand) -> Result<ExitCode> {
     match command {
+        MeasureCommand::Compare { published, rebuilt } => crate::compare::run(&published, &rebuilt),
         MeasureCommand::Snp(args) => match snp(&args) {
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(Failure::Usage(msg)) => {
