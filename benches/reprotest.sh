@@ -34,6 +34,6 @@ started=$SECONDS
 reprotest --min-cpus=2 \
     --variations=+all,-user_group,-domain_host,-fileordering,-kernel \
     --store-dir="$work/store" \
-    "env PATH=$cargo_home/bin:/usr/sbin:/usr/bin:/sbin:/bin CARGO_HOME=$cargo_home RUSTUP_HOME=$rustup_home PROVENIX_IMAGE_DEBS=$debs ./run image --out image" \
-    "$work/src" 'image/*'
+    -c "env PATH=$cargo_home/bin:/usr/sbin:/usr/bin:/sbin:/bin CARGO_HOME=$cargo_home RUSTUP_HOME=$rustup_home PROVENIX_IMAGE_DEBS=$debs ./run image --out image" \
+    "$work/src" 'image/*' -- null
 echo "==> reprotest passed in $((SECONDS - started)) s"
