@@ -15,6 +15,8 @@
 # home variation cannot hide the toolchain. Expect about twice a cold
 # `./run image`.
 set -euo pipefail
+# The artifacts are not written to image/: reprotest removes whatever the
+# artifact pattern matches from the source before it builds.
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 command -v reprotest >/dev/null || {
@@ -34,6 +36,6 @@ started=$SECONDS
 reprotest --min-cpus=2 \
     --variations=+all,-user_group,-domain_host,-fileordering,-kernel \
     --store-dir="$work/store" \
-    -c "env PATH=$cargo_home/bin:/usr/sbin:/usr/bin:/sbin:/bin CARGO_HOME=$cargo_home RUSTUP_HOME=$rustup_home PROVENIX_IMAGE_DEBS=$debs ./run image --out image" \
-    "$work/src" 'image/*' -- null
+    -c "env PATH=$cargo_home/bin:/usr/sbin:/usr/bin:/sbin:/bin CARGO_HOME=$cargo_home RUSTUP_HOME=$rustup_home PROVENIX_IMAGE_DEBS=$debs ./run image --out built" \
+    "$work/src" 'built/*' -- null
 echo "==> reprotest passed in $((SECONDS - started)) s"

@@ -339,8 +339,10 @@ mod tpm {
     /// The PCRs a quote covers: the boot chain, firmware (0-7), the
     /// Linux EFI stub's initrd and command line (9), and 8 for boot
     /// loaders that use it.
-    /// And the deployment settings ([`SETTINGS_PCR`]).
-    const BOOT_PCRS: [u8; 11] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, super::SETTINGS_PCR];
+    /// And systemd-stub's UKI sections (11), so the log's events for them
+    /// are vouched for by the quote, and the deployment settings
+    /// ([`SETTINGS_PCR`]).
+    const BOOT_PCRS: [u8; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, super::SETTINGS_PCR];
 
     /// `--ak-cert nv`: the cloud's AK certificate from NV.
     const AK_CERT_FROM_NV: &str = "nv";
