@@ -254,6 +254,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_package_that_cannot_be_fetched_is_named_with_how_to_supply_it() {
+        let cache =
+            std::env::temp_dir().join(format!("provenix-image-debs-{}", std::process::id()));
+        let pin = Pin {
+            name: "nix-bin".into(),
+            version: "2.8.0-1.1+b1".into(),
+            sha256: "ab".repeat(32),
+            pool_path: "pool/main/n/nix/nix-bin_2.8.0-1.1+b1_amd64.deb".into(),
+        };
+        // A cached file with another hash is not taken for the package.
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(cache.join(format!("{}.deb", pin.sha256)), b"not it").unwrap();
+        let fetcher = Fetcher {
+            cache: cache.clone(),
+            // Nothing listens on the discard port of the loopback.
+            mirror: "http://127.0.0.1:9".into(),
+        };
+        let e = format!("{:#}", fetcher.fetch(&pin).unwrap_err());
+        let _ = std::fs::remove_dir_all(&cache);
+        for part in [
+            "nix-bin 2.8.0-1.1+b1",
+            &pin.sha256,
+            "supply nix-bin_2.8.0-1.1+b1_amd64.deb",
+            "PROVENIX_DEBIAN_MIRROR",
+        ] {
+            assert!(e.contains(part), "{part:?} not in {e}");
+        }
+    }
+
+    #[test]
     fn usr_merge_and_normalize() {
         assert_eq!(
             merged("./lib/x86_64-linux-gnu/libc.so.6"),

@@ -508,26 +508,7 @@ impl Vm {
         state: &Path,
         dir: &Path,
     ) -> Result<(BTreeMap<String, Vec<u8>>, String), String> {
-        // A path of its own for the control socket: unix socket paths are
-        // short (108 bytes), and the state directory may be anywhere.
-        let ctrl = dir.join("swtpm.sock");
-        let swtpm = Process::spawn(
-            "swtpm",
-            Command::new("swtpm")
-                .args(["socket", "--tpm2", "--flags", "startup-clear", "--tpmstate"])
-                .arg(format!("dir={}", state.display()))
-                .arg("--ctrl")
-                .arg(format!("type=unixio,path={}", ctrl.display()))
-                .stdout(Stdio::null())
-                .stderr(file(&dir.join("swtpm.log"))?),
-        )?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ctrl.exists() {
-            if Instant::now() > deadline {
-                return Err(format!("swtpm did not open {}", ctrl.display()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (swtpm, ctrl) = swtpm_for_qemu(state, dir)?;
 
         // OVMF writes its variables; each boot starts from Debian's template.
         let vars = dir.join("OVMF_VARS.fd");
@@ -737,6 +718,31 @@ impl Drop for Swtpm {
             .process
             .wait_until(Instant::now() + Duration::from_secs(5));
     }
+}
+
+/// swtpm serving the TPM state in `state` to QEMU through a control socket
+/// in `dir` (a path of its own: unix socket paths are short, 108 bytes, and
+/// the state directory may be anywhere), its log in `dir/swtpm.log`.
+fn swtpm_for_qemu(state: &Path, dir: &Path) -> Result<(Process, PathBuf), String> {
+    let ctrl = dir.join("swtpm.sock");
+    let swtpm = Process::spawn(
+        "swtpm",
+        Command::new("swtpm")
+            .args(["socket", "--tpm2", "--flags", "startup-clear", "--tpmstate"])
+            .arg(format!("dir={}", state.display()))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}", ctrl.display()))
+            .stdout(Stdio::null())
+            .stderr(file(&dir.join("swtpm.log"))?),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ctrl.exists() {
+        if Instant::now() > deadline {
+            return Err(format!("swtpm did not open {}", ctrl.display()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((swtpm, ctrl))
 }
 
 /// A port with a free successor, from the kernel's ephemeral range.
@@ -988,24 +994,7 @@ impl ImageVm {
         guest_port: u16,
     ) -> Result<ImageVm, String> {
         let dir = WorkDir::new()?;
-        let ctrl = dir.path.join("swtpm.sock");
-        let swtpm = Process::spawn(
-            "swtpm",
-            Command::new("swtpm")
-                .args(["socket", "--tpm2", "--flags", "startup-clear", "--tpmstate"])
-                .arg(format!("dir={}", tpm.path().display()))
-                .arg("--ctrl")
-                .arg(format!("type=unixio,path={}", ctrl.display()))
-                .stdout(Stdio::null())
-                .stderr(file(&dir.path.join("swtpm.log"))?),
-        )?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ctrl.exists() {
-            if Instant::now() > deadline {
-                return Err(format!("swtpm did not open {}", ctrl.display()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (swtpm, ctrl) = swtpm_for_qemu(tpm.path(), &dir.path)?;
         let vars = dir.path.join("OVMF_VARS.fd");
         std::fs::copy(&tools.ovmf_vars, &vars).map_err(|e| format!("copying OVMF_VARS: {e}"))?;
         let port = free_port()?;

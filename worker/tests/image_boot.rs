@@ -146,6 +146,26 @@ fn the_booted_image_serves_builds_that_verify_against_its_manifest() {
     assert_eq!(host_build(&expression), built_path);
     assert_eq!(host_build(SELF_TEST), self_test_path);
 
+    // `provenix verify` of the Build's bundle and the host's rebuild of its
+    // output under a policy: the exit code and everything it printed.
+    let verify_build = |policy: &Path| {
+        let out = Command::new(&provenix)
+            .arg("verify")
+            .arg("--bundle")
+            .arg(f("build.provenix"))
+            .arg("--store-path")
+            .arg(&built_path)
+            .arg("--policy")
+            .arg(policy)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
     let policy = |name: &str, manifest: &Path, settings: &str| {
         let path = f(name);
         std::fs::write(
@@ -242,26 +262,8 @@ fn the_booted_image_serves_builds_that_verify_against_its_manifest() {
         String::from_utf8_lossy(&measured.stderr)
     );
     let other = policy("other-policy.toml", &f("other.json"), &settings_digest);
-    let out = Command::new(&provenix)
-        .arg("verify")
-        .arg("--bundle")
-        .arg(f("build.provenix"))
-        .arg("--store-path")
-        .arg(&built_path)
-        .arg("--policy")
-        .arg(&other)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "a one-byte-different image accepted: {text}"
-    );
+    let (code, text) = verify_build(&other);
+    assert_eq!(code, Some(1), "a one-byte-different image accepted: {text}");
     assert!(
         text.contains("uki"),
         "the rejection does not name the UKI: {text}"
@@ -269,26 +271,8 @@ fn the_booted_image_serves_builds_that_verify_against_its_manifest() {
 
     // Other deployment settings than the ones the worker runs with.
     let other_settings = policy("settings-policy.toml", &manifest_path, &"00".repeat(32));
-    let out = Command::new(&provenix)
-        .arg("verify")
-        .arg("--bundle")
-        .arg(f("build.provenix"))
-        .arg("--store-path")
-        .arg(&built_path)
-        .arg("--policy")
-        .arg(&other_settings)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "other settings accepted: {text}"
-    );
+    let (code, text) = verify_build(&other_settings);
+    assert_eq!(code, Some(1), "other settings accepted: {text}");
     assert!(
         text.contains("deployment settings") && text.contains(&settings_digest),
         "the rejection does not name the settings: {text}"
