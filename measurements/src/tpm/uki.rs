@@ -32,7 +32,7 @@ pub const PCR: u32 = 11;
 
 /// The sections systemd-stub measures, in the order it measures them
 /// (systemd 256; later versions add sections refused below). Older stubs
-/// measure fewer ([`measured_by`]).
+/// measure fewer (see `measured_by`).
 pub const MEASURED_SECTIONS: [&str; 10] = [
     ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".splash", ".dtb", ".uname", ".sbat",
     ".pcrpkey",
