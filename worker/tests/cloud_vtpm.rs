@@ -582,7 +582,8 @@ fn azure_hcl_report_vouches_for_the_quoting_ak_and_each_broken_link_is_refused()
             .iter()
             .filter(|p| p.bank == 0x000B)
             .count(),
-        10
+        // PCRs 0-9, 11 (a UKI's sections) and 15 (deployment settings).
+        12
     );
 
     // AMD's roots only (the default policy): the simulated chip is refused.
