@@ -184,7 +184,8 @@ fn direct_mode_quotes_verify_and_each_broken_piece_is_refused() {
             .iter()
             .filter(|p| p.bank == 0x000B)
             .count(),
-        10
+        // PCRs 0-9, 11 (a UKI's sections) and 15 (deployment settings).
+        12
     );
 
     // No AK CA named: a policy finding, not an error.
