@@ -260,8 +260,9 @@ fn build(args: &Args) -> Result<()> {
         short(&args.commit),
         args.commit
     );
-    // The stub passes .cmdline as the kernel's load options; the NUL ends
-    // it as the kernel's EFI stub expects.
+    // The stub passes .cmdline on as the kernel's load options. It is
+    // written with a NUL at its end (ukify writes none); PCR 11 measures
+    // the section as it is, so the manifest describes exactly this.
     let cmdline_section = format!("{cmdline}\0");
     let uki = uki::build(
         &stub,
