@@ -517,23 +517,7 @@ impl Vm {
         let qemu_log = dir.join("qemu.log");
         let mut qemu = Process::spawn(
             "qemu-system-x86_64",
-            Command::new(&tools.qemu)
-                .args(["-machine", "q35", "-accel", "tcg", "-m", "1024"])
-                .args(["-nographic", "-no-reboot", "-monitor", "none"])
-                .arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                    tools.ovmf_code.display()
-                ))
-                .arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=1,file={}",
-                    vars.display()
-                ))
-                .arg("-chardev")
-                .arg(format!("socket,id=chrtpm,path={}", ctrl.display()))
-                .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
-                .args(["-device", "tpm-tis,tpmdev=tpm0"])
+            qemu_with_ovmf_and_tpm(tools, &["-m", "1024"], &vars, &ctrl)
                 .arg("-kernel")
                 .arg(&self.kernel)
                 .arg("-initrd")
@@ -718,6 +702,32 @@ impl Drop for Swtpm {
             .process
             .wait_until(Instant::now() + Duration::from_secs(5));
     }
+}
+
+/// QEMU (q35, TCG, no display, no reboot) with `size` (`-m`, `-smp`),
+/// Debian's OVMF as pflash (code read-only, this boot's `vars`) and a TPM
+/// TIS device on the swtpm control socket `ctrl`.
+fn qemu_with_ovmf_and_tpm(tools: &Tools, size: &[&str], vars: &Path, ctrl: &Path) -> Command {
+    let mut command = Command::new(&tools.qemu);
+    command
+        .args(["-machine", "q35", "-accel", "tcg"])
+        .args(size)
+        .args(["-nographic", "-no-reboot", "-monitor", "none"])
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={}",
+            tools.ovmf_code.display()
+        ))
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            vars.display()
+        ))
+        .arg("-chardev")
+        .arg(format!("socket,id=chrtpm,path={}", ctrl.display()))
+        .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
+        .args(["-device", "tpm-tis,tpmdev=tpm0"]);
+    command
 }
 
 /// swtpm serving the TPM state in `state` to QEMU through a control socket
@@ -1001,25 +1011,7 @@ impl ImageVm {
         let started = Instant::now();
         let qemu = Process::spawn(
             "qemu-system-x86_64",
-            Command::new(&tools.qemu)
-                .args([
-                    "-machine", "q35", "-accel", "tcg", "-m", "2048", "-smp", "2",
-                ])
-                .args(["-nographic", "-no-reboot", "-monitor", "none"])
-                .arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                    tools.ovmf_code.display()
-                ))
-                .arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=1,file={}",
-                    vars.display()
-                ))
-                .arg("-chardev")
-                .arg(format!("socket,id=chrtpm,path={}", ctrl.display()))
-                .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
-                .args(["-device", "tpm-tis,tpmdev=tpm0"])
+            qemu_with_ovmf_and_tpm(tools, &["-m", "2048", "-smp", "2"], &vars, &ctrl)
                 .arg("-drive")
                 .arg(format!(
                     "file={},format=raw,if=virtio,readonly=on",
