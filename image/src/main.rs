@@ -16,21 +16,27 @@ use serde::{Deserialize, Serialize};
 mod debs;
 mod disk;
 mod initrd;
+mod modules;
 mod uki;
 
 use debs::{Fetcher, Files, Pin};
 use initrd::{Node, Sonames, Tree};
 
-/// Build the worker image.
+/// Build the worker image, or fetch the packages it is made of.
 #[derive(Parser)]
 #[command(about)]
-struct Args {
+enum Cli {
+    /// Build the image from the recipe, the packages and the binaries.
+    Build(BuildArgs),
+    /// Fetch every package of the lock into the cache, checking its sha256.
+    Fetch(Packages),
+}
+
+#[derive(clap::Args)]
+struct BuildArgs {
     /// The recipe.
     #[arg(long, default_value = "image/image.toml")]
     recipe: PathBuf,
-    /// The pinned packages.
-    #[arg(long, default_value = "image/packages.lock")]
-    lock: PathBuf,
     /// Files copied into the initrd as they are (etc/...).
     #[arg(long, default_value = "image/rootfs")]
     rootfs: PathBuf,
@@ -47,10 +53,27 @@ struct Args {
     /// the toolchain and Cargo.lock's hash).
     #[arg(long = "record", value_parser = parse_record)]
     records: Vec<(String, String)>,
-    /// The .deb cache (files named `<sha256>.deb`) [default:
-    /// $PROVENIX_IMAGE_DEBS].
+    #[command(flatten)]
+    packages: Packages,
+    /// Where to write the image.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// The pinned packages and where their files come from.
+#[derive(clap::Args)]
+struct Packages {
+    /// The pinned packages.
+    #[arg(long, default_value = "image/packages.lock")]
+    lock: PathBuf,
+    /// A package given as a file, `SHA256=PATH` (nix/image.nix passes its
+    /// fixed-output paths so); its sha256 is checked.
+    #[arg(long = "deb", value_parser = parse_deb)]
+    given: Vec<(String, PathBuf)>,
+    /// The .deb cache (files named `<sha256>.deb`) for the packages not
+    /// given [default: $PROVENIX_IMAGE_DEBS].
     #[arg(long, env = "PROVENIX_IMAGE_DEBS")]
-    debs: PathBuf,
+    debs: Option<PathBuf>,
     /// The Debian archive to fetch missing packages from.
     #[arg(
         long,
@@ -58,9 +81,27 @@ struct Args {
         default_value = "http://deb.debian.org/debian"
     )]
     mirror: String,
-    /// Where to write the image.
-    #[arg(long)]
-    out: PathBuf,
+}
+
+impl Packages {
+    fn fetcher(&self) -> Fetcher {
+        Fetcher {
+            given: self.given.iter().cloned().collect(),
+            cache: self.debs.clone(),
+            mirror: self.mirror.clone(),
+        }
+    }
+}
+
+fn parse_deb(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((sha256, path))
+            if sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            Ok((sha256.to_ascii_lowercase(), path.into()))
+        }
+        _ => Err(format!("{s:?} is not SHA256=PATH")),
+    }
 }
 
 fn parse_record(s: &str) -> Result<(String, String), String> {
@@ -147,7 +188,11 @@ pub const UKI: &str = "provenix-worker.efi";
 pub const DISK: &str = "disk.raw";
 
 fn main() -> ExitCode {
-    match build(&Args::parse()) {
+    let done = match Cli::parse() {
+        Cli::Build(args) => build(&args),
+        Cli::Fetch(packages) => fetch(&packages),
+    };
+    match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("provenix-image: error: {e:#}");
@@ -156,20 +201,32 @@ fn main() -> ExitCode {
     }
 }
 
-fn build(args: &Args) -> Result<()> {
+/// Fetch every pinned package into the cache.
+fn fetch(packages: &Packages) -> Result<()> {
+    let fetcher = packages.fetcher();
+    let pins = debs::read_lock(&packages.lock)?;
+    for p in &pins {
+        fetcher.fetch(p)?;
+    }
+    eprintln!(
+        "provenix-image: {} packages, each with its pinned sha256",
+        pins.len()
+    );
+    Ok(())
+}
+
+fn build(args: &BuildArgs) -> Result<()> {
     let recipe: Recipe = toml::from_str(&read_text(&args.recipe)?)
         .with_context(|| format!("reading {}", args.recipe.display()))?;
-    let pins = debs::read_lock(&args.lock)?;
-    let fetcher = Fetcher {
-        cache: args.debs.clone(),
-        mirror: args.mirror.clone(),
-    };
+    let lock = &args.packages.lock;
+    let pins = debs::read_lock(lock)?;
+    let fetcher = args.packages.fetcher();
     let by_name: BTreeMap<&str, &Pin> = pins.iter().map(|p| (p.name.as_str(), p)).collect();
     let pin = |name: &str| {
         by_name
             .get(name)
             .copied()
-            .with_context(|| format!("{name} is not in {}", args.lock.display()))
+            .with_context(|| format!("{name} is not in {}", lock.display()))
     };
     let mut files = Files::default();
     for p in &pins {
@@ -238,13 +295,14 @@ fn build(args: &Args) -> Result<()> {
             tree.insert(link, Node::Symlink(target))?;
         }
     }
-    let mut module_list = String::new();
+    let mut module_deps = Vec::new();
     for m in &recipe.kernel.modules {
         let path = format!("usr/lib/modules/{release}/kernel/{m}");
         let data = from(&recipe.kernel.package, &path)?;
+        module_deps.push((path.clone(), modules::depends(&path, &data)?));
         tree.file(&path, data, 0o644)?;
-        module_list.push_str(&format!("/{path}\n"));
     }
+    let module_list = modules::list(&module_deps).context("the recipe's kernel modules")?;
     tree.file("etc/provenix/modules", module_list.into_bytes(), 0o644)?;
     tree.file(
         "etc/provenix/commit",
