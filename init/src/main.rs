@@ -5,10 +5,12 @@
 //! 1. moves the initramfs onto a tmpfs (Nix's sandbox pivots its root,
 //!    which the kernel refuses on the initial rootfs), and runs again there;
 //! 2. mounts the kernel's file systems and loads the image's modules;
-//! 3. reads the deployment settings (QEMU fw_cfg `opt/org.provenix/settings`),
-//!    which are outside the measured image, so the worker binds their
-//!    SHA-256 into its evidence before it serves (docs/image.md);
-//! 4. configures the network, starts `provenix-worker serve`, proves the
+//! 3. reads the deployment settings (QEMU fw_cfg `opt/org.provenix/settings`;
+//!    on GCP, AWS and Azure, which have no fw_cfg, the metadata service,
+//!    after DHCP), which are outside the measured image, so the worker
+//!    binds their SHA-256 into its evidence before it serves (docs/image.md);
+//! 4. configures the network (the settings' static address, else DHCP),
+//!    starts `provenix-worker serve`, proves the
 //!    sandbox and the post-build hook with one build of its own, and reaps
 //!    orphans until the worker exits, then powers off.
 //!
@@ -24,6 +26,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+mod cloud;
+mod dhcp;
 mod sys;
 
 /// Where QEMU's fw_cfg shows the settings file.
@@ -39,13 +43,14 @@ const SOCKET: &str = "/run/provenix/hook.sock";
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
-    /// The VM's IPv4 address with its prefix, e.g. `10.0.2.15/24`.
-    address: String,
-    /// The default gateway, if any.
+    /// The VM's IPv4 address with its prefix, e.g. `10.0.2.15/24`
+    /// [default: by DHCP].
+    address: Option<String>,
+    /// The default gateway of a static address, if any.
     gateway: Option<Ipv4Addr>,
-    /// The interface [default: eth0].
+    /// The interface [default: eth0, else the first there is].
     interface: Option<String>,
-    /// The gRPC port on `address`.
+    /// The gRPC port on the VM's address.
     grpc_port: u16,
     /// mTLS: the server's certificate chain, its key, and the CA client
     /// certificates must chain to.
@@ -178,18 +183,63 @@ fn run() -> Result<()> {
             .context("mounting configfs (configfs-tsm reports)")?;
     }
 
-    let raw = read_settings()?;
+    sys::configure_ipv4("lo", Ipv4Addr::LOCALHOST, Ipv4Addr::new(255, 0, 0, 0))
+        .context("bringing up lo")?;
+    // QEMU hands settings over by fw_cfg; a cloud VM has none and asks its
+    // cloud's metadata service, over the network DHCP brings up.
+    let mut lease = None;
+    let raw = match read_fw_cfg_settings()? {
+        Some(raw) => raw,
+        None => {
+            let vendor =
+                std::fs::read_to_string("/sys/class/dmi/id/sys_vendor").unwrap_or_default();
+            let cloud = cloud::Cloud::from_vendor(&vendor).with_context(|| {
+                format!(
+                    "no deployment settings: no QEMU -fw_cfg name=opt/org.provenix/settings,file=... \
+                     and no metadata service known for the system vendor {:?}",
+                    vendor.trim()
+                )
+            })?;
+            let interface = default_interface()?;
+            lease = Some(dhcp(&interface)?);
+            eprintln!("provenix-init: settings from {}", cloud.how());
+            cloud::settings(cloud, cloud::METADATA, MAX_SETTINGS)?
+        }
+    };
     let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, &raw));
     eprintln!("provenix-init: settings sha256 {digest}");
     let text = std::str::from_utf8(&raw).context("the settings are not UTF-8")?;
     let settings: Settings = toml::from_str(text).context("reading the settings")?;
 
-    let (address, netmask) = parse_cidr(&settings.address)?;
-    sys::configure_ipv4("lo", Ipv4Addr::LOCALHOST, Ipv4Addr::new(255, 0, 0, 0), None)
-        .context("bringing up lo")?;
-    let interface = settings.interface.as_deref().unwrap_or("eth0");
-    sys::configure_ipv4(interface, address, netmask, settings.gateway)
-        .with_context(|| format!("configuring {interface}"))?;
+    let address = match (&settings.address, lease) {
+        (Some(_), Some(_)) => {
+            bail!("the settings give a static address on a cloud, which assigns it by DHCP")
+        }
+        (_, Some(lease)) => lease.address,
+        (Some(cidr), None) => {
+            let (address, netmask) = parse_cidr(cidr)?;
+            let interface = match &settings.interface {
+                Some(i) => i.clone(),
+                None => default_interface()?,
+            };
+            sys::configure_ipv4(&interface, address, netmask)
+                .with_context(|| format!("configuring {interface}"))?;
+            if let Some(gateway) = settings.gateway {
+                let on_link = u32::from(gateway) & u32::from(netmask)
+                    == u32::from(address) & u32::from(netmask);
+                sys::default_route(&interface, gateway, !on_link)
+                    .with_context(|| format!("the default route through {gateway}"))?;
+            }
+            address
+        }
+        (None, None) => {
+            let interface = match &settings.interface {
+                Some(i) => i.clone(),
+                None => default_interface()?,
+            };
+            dhcp(&interface)?.address
+        }
+    };
 
     for dir in [
         "/run/provenix",
@@ -253,15 +303,28 @@ fn run() -> Result<()> {
     bail!("no children left")
 }
 
+/// Load the modules of /etc/provenix/modules (`/PATH DEP,DEP` per line,
+/// in order; provenix-image checked the order against each module's
+/// `depends`).
 fn load_modules() -> Result<()> {
     let list = std::fs::read_to_string("/etc/provenix/modules")?;
-    for module in list.lines().filter(|l| !l.is_empty()) {
+    let mut absent: Vec<String> = Vec::new();
+    for line in list.lines().filter(|l| !l.is_empty()) {
+        let (module, deps) = line.split_once(' ').unwrap_or((line, ""));
+        let name = module_name(module);
+        if let Some(d) = deps.split(',').find(|d| absent.iter().any(|a| a == d)) {
+            eprintln!("provenix-init: {name}: not loaded, it needs {d}");
+            absent.push(name);
+            continue;
+        }
         match sys::load_module(Path::new(module)) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            // No such device here (no SEV-SNP, no fw_cfg): nothing to drive.
+            // No such device here (no SEV-SNP, no fw_cfg, no Hyper-V):
+            // nothing to drive.
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
-                eprintln!("provenix-init: {module}: no device, not loaded");
+                eprintln!("provenix-init: {name}: no device, not loaded");
+                absent.push(name);
             }
             Err(e) => bail!("loading {module}: {e}"),
         }
@@ -269,17 +332,76 @@ fn load_modules() -> Result<()> {
     Ok(())
 }
 
-fn read_settings() -> Result<Vec<u8>> {
+/// A module's name: its file name without `.ko*`, `-` read as `_`.
+fn module_name(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    file.split(".ko").next().unwrap_or(file).replace('-', "_")
+}
+
+/// The network interface to use when the settings name none: eth0, else
+/// the first in name order (waiting up to 10 s for its driver).
+fn default_interface() -> Result<String> {
+    let started = Instant::now();
+    loop {
+        let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n != "lo")
+            .collect();
+        names.sort();
+        if let Some(name) = names.iter().find(|n| *n == "eth0").or(names.first()) {
+            return Ok(name.clone());
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            bail!("no network interface (no driver of the image's modules found a device)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Bring `interface` up by DHCP: its address, netmask, MTU and default
+/// route.
+fn dhcp(interface: &str) -> Result<dhcp::Lease> {
+    let started = Instant::now();
+    sys::configure_ipv4(interface, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED)
+        .with_context(|| format!("bringing up {interface}"))?;
+    let mac = dhcp::mac_address(interface)?;
+    let lease = dhcp::lease(interface, mac, Duration::from_secs(60))?;
+    if let Some(mtu) = lease.mtu.filter(|&m| m >= 576) {
+        sys::set_mtu(interface, mtu)
+            .with_context(|| format!("setting {interface}'s MTU to {mtu}"))?;
+    }
+    sys::configure_ipv4(interface, lease.address, lease.netmask)
+        .with_context(|| format!("configuring {interface}"))?;
+    if let Some(router) = lease.router {
+        let mask = u32::from(lease.netmask);
+        let on_link = u32::from(router) & mask == u32::from(lease.address) & mask;
+        sys::default_route(interface, router, !on_link)
+            .with_context(|| format!("the default route through {router}"))?;
+    }
+    eprintln!(
+        "provenix-init: {interface} {}/{} by DHCP from {} ({:.1?})",
+        lease.address,
+        u32::from(lease.netmask).leading_ones(),
+        lease.server,
+        started.elapsed()
+    );
+    Ok(lease)
+}
+
+/// The settings QEMU hands over by fw_cfg, if it does.
+fn read_fw_cfg_settings() -> Result<Option<Vec<u8>>> {
     use std::io::Read;
-    let file = std::fs::File::open(SETTINGS).with_context(|| {
-        format!("no deployment settings: QEMU's -fw_cfg name=opt/org.provenix/settings,file=... ({SETTINGS})")
-    })?;
+    let file = match std::fs::File::open(SETTINGS) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {SETTINGS}")),
+    };
     let mut raw = Vec::new();
     file.take(MAX_SETTINGS + 1).read_to_end(&mut raw)?;
     if raw.len() as u64 > MAX_SETTINGS {
         bail!("the settings are larger than {MAX_SETTINGS} bytes");
     }
-    Ok(raw)
+    Ok(Some(raw))
 }
 
 fn parse_cidr(s: &str) -> Result<(Ipv4Addr, Ipv4Addr)> {

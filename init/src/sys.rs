@@ -82,68 +82,122 @@ pub(crate) fn wait_any() -> Option<(i32, i32)> {
     (pid > 0).then_some((pid, status))
 }
 
-/// An IPv4 interface configuration through the classic ioctls: address,
-/// netmask, up. `gateway`, if any, becomes the default route.
-pub(crate) fn configure_ipv4(
-    ifname: &str,
-    address: std::net::Ipv4Addr,
-    netmask: std::net::Ipv4Addr,
-    gateway: Option<std::net::Ipv4Addr>,
-) -> Result<()> {
+/// A socket for the classic interface ioctls.
+fn ioctl_socket() -> Result<std::os::fd::OwnedFd> {
     // SAFETY: a plain socket(2) call.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(Error::last_os_error());
     }
-    // SAFETY: `fd` is a socket this function owns from here on.
-    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: `fd` is a socket the caller owns from here on.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// An ifreq naming `ifname`.
+fn ifreq(ifname: &str) -> Result<libc::ifreq> {
     let name = ifname.as_bytes();
-    if name.len() >= libc::IFNAMSIZ {
-        return Err(Error::other(format!("interface name {ifname} is too long")));
+    if name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return Err(Error::other(format!("{ifname:?} is not an interface name")));
     }
-    let request = |addr: Option<std::net::Ipv4Addr>| {
-        // SAFETY: ifreq is plain old data; all zeros is a valid value.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (dst, &src) in req.ifr_name.iter_mut().zip(name) {
-            *dst = src as libc::c_char;
-        }
-        if let Some(a) = addr {
-            req.ifr_ifru.ifru_addr = sockaddr(a);
-        }
-        req
-    };
-    let ioctl = |op: libc::c_ulong, req: &mut libc::ifreq| {
-        // SAFETY: `req` is a valid ifreq for these SIOC* requests.
-        check(unsafe { libc::ioctl(sock.as_raw_fd(), op, req as *mut libc::ifreq) })
-    };
+    // SAFETY: ifreq is plain old data; all zeros is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, &src) in req.ifr_name.iter_mut().zip(name) {
+        *dst = src as libc::c_char;
+    }
+    Ok(req)
+}
+
+fn ioctl(sock: &std::os::fd::OwnedFd, op: libc::c_ulong, req: &mut libc::ifreq) -> Result<()> {
+    // SAFETY: `req` is a valid ifreq for the SIOC* request `op`.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), op, req as *mut libc::ifreq) })
+}
+
+/// Bring `ifname` up, with `address` and `netmask` unless the address is
+/// 0.0.0.0 (up without an address, as DHCP needs it).
+pub(crate) fn configure_ipv4(
+    ifname: &str,
+    address: std::net::Ipv4Addr,
+    netmask: std::net::Ipv4Addr,
+) -> Result<()> {
+    let sock = ioctl_socket()?;
     if address != std::net::Ipv4Addr::UNSPECIFIED {
-        ioctl(libc::SIOCSIFADDR, &mut request(Some(address)))?;
-        ioctl(libc::SIOCSIFNETMASK, &mut request(Some(netmask)))?;
+        let mut req = ifreq(ifname)?;
+        req.ifr_ifru.ifru_addr = sockaddr(address);
+        ioctl(&sock, libc::SIOCSIFADDR, &mut req)?;
+        let mut req = ifreq(ifname)?;
+        req.ifr_ifru.ifru_netmask = sockaddr(netmask);
+        ioctl(&sock, libc::SIOCSIFNETMASK, &mut req)?;
     }
-    let mut flags = request(None);
-    ioctl(libc::SIOCGIFFLAGS, &mut flags)?;
+    let mut flags = ifreq(ifname)?;
+    ioctl(&sock, libc::SIOCGIFFLAGS, &mut flags)?;
     // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
     unsafe {
         flags.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
     }
-    ioctl(libc::SIOCSIFFLAGS, &mut flags)?;
-    if let Some(gw) = gateway {
+    ioctl(&sock, libc::SIOCSIFFLAGS, &mut flags)
+}
+
+/// Set the MTU of `ifname`.
+pub(crate) fn set_mtu(ifname: &str, mtu: u16) -> Result<()> {
+    let mut req = ifreq(ifname)?;
+    req.ifr_ifru.ifru_mtu = libc::c_int::from(mtu);
+    ioctl(&ioctl_socket()?, libc::SIOCSIFMTU, &mut req)
+}
+
+/// The default route through `gateway` on `ifname`. A gateway outside the
+/// interface's subnet (clouds hand out /32 addresses) first gets a host
+/// route of its own, as on-link.
+pub(crate) fn default_route(
+    ifname: &str,
+    gateway: std::net::Ipv4Addr,
+    on_link_first: bool,
+) -> Result<()> {
+    let sock = ioctl_socket()?;
+    let dev = cstr(ifname)?;
+    let add = |dst, mask, gw: Option<std::net::Ipv4Addr>, flags| {
         // SAFETY: rtentry is plain old data; all zeros is a valid value.
         let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
-        route.rt_dst = sockaddr(std::net::Ipv4Addr::UNSPECIFIED);
-        route.rt_genmask = sockaddr(std::net::Ipv4Addr::UNSPECIFIED);
-        route.rt_gateway = sockaddr(gw);
-        route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
-        // SAFETY: a valid rtentry for SIOCADDRT.
+        route.rt_dst = sockaddr(dst);
+        route.rt_genmask = sockaddr(mask);
+        route.rt_gateway = sockaddr(gw.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED));
+        route.rt_flags = flags;
+        route.rt_dev = dev.as_ptr().cast_mut();
+        // SAFETY: a valid rtentry whose rt_dev outlives the call.
         check(unsafe {
             libc::ioctl(
                 sock.as_raw_fd(),
                 libc::SIOCADDRT,
                 &mut route as *mut libc::rtentry,
             )
-        })?;
+        })
+    };
+    if on_link_first {
+        add(
+            gateway,
+            std::net::Ipv4Addr::BROADCAST,
+            None,
+            libc::RTF_UP | libc::RTF_HOST,
+        )?;
     }
-    Ok(())
+    let any = std::net::Ipv4Addr::UNSPECIFIED;
+    add(any, any, Some(gateway), libc::RTF_UP | libc::RTF_GATEWAY)
+}
+
+/// SO_BINDTODEVICE: the socket sends and receives on `ifname` only (a DHCP
+/// client's, before the interface has an address or a route).
+pub(crate) fn bind_to_device(socket: &std::net::UdpSocket, ifname: &str) -> Result<()> {
+    let name = cstr(ifname)?;
+    let len = libc::socklen_t::try_from(name.as_bytes_with_nul().len()).map_err(Error::other)?;
+    // SAFETY: a valid descriptor and a NUL-terminated name of `len` bytes.
+    check(unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr().cast(),
+            len,
+        )
+    })
 }
 
 fn sockaddr(a: std::net::Ipv4Addr) -> libc::sockaddr {

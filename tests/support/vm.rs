@@ -992,15 +992,32 @@ pub struct ImageVm {
     pub grpc: std::net::SocketAddr,
 }
 
+/// How the image's VM gets its deployment settings.
+pub enum Delivery<'a> {
+    /// QEMU's fw_cfg `opt/org.provenix/settings`, as on an own KVM host;
+    /// the settings give the guest's static address.
+    FwCfg { guest_address: &'a str },
+    /// As on GCP: SMBIOS vendor "Google", no fw_cfg, the address by DHCP
+    /// and the settings from the metadata server at 169.254.169.254 (a
+    /// script behind QEMU's guestfwd that answers only requests with the
+    /// `Metadata-Flavor: Google` header, as GCP's does).
+    GcpMetadata,
+}
+
+/// The address QEMU's DHCP server gives the first client of `net`.
+const GCP_NET: &str = "169.254.169.0/24";
+const GCP_GUEST: &str = "169.254.169.15";
+
 impl ImageVm {
-    /// Boot `disk` with `settings`, forwarding a free loopback port to the
-    /// guest's `guest_port` on `guest_address`.
+    /// Boot `disk` with the settings file `settings`, delivered as
+    /// `delivery` says, forwarding a free loopback port to the guest's
+    /// `guest_port`.
     pub fn start(
         tools: &Tools,
         tpm: &TpmState,
         disk: &Path,
         settings: &Path,
-        guest_address: &str,
+        delivery: Delivery<'_>,
         guest_port: u16,
     ) -> Result<ImageVm, String> {
         let dir = WorkDir::new()?;
@@ -1008,24 +1025,39 @@ impl ImageVm {
         let vars = dir.path.join("OVMF_VARS.fd");
         std::fs::copy(&tools.ovmf_vars, &vars).map_err(|e| format!("copying OVMF_VARS: {e}"))?;
         let port = free_port()?;
+        let mut qemu = qemu_with_ovmf_and_tpm(tools, &["-m", "2048", "-smp", "2"], &vars, &ctrl);
+        qemu.arg("-drive").arg(format!(
+            "file={},format=raw,if=virtio,readonly=on",
+            disk.display()
+        ));
+        let netdev = match delivery {
+            Delivery::FwCfg { guest_address } => {
+                qemu.arg("-fw_cfg").arg(format!(
+                    "name=opt/org.provenix/settings,file={}",
+                    settings.display()
+                ));
+                format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-{guest_address}:{guest_port}")
+            }
+            Delivery::GcpMetadata => {
+                let server = dir.path.join("metadata-server");
+                std::fs::write(&server, gcp_metadata_script(settings))
+                    .map_err(|e| format!("writing {}: {e}", server.display()))?;
+                qemu.args([
+                    "-smbios",
+                    "type=1,manufacturer=Google,product=Google Compute Engine",
+                ]);
+                format!(
+                    "user,id=n0,net={GCP_NET},hostfwd=tcp:127.0.0.1:{port}-{GCP_GUEST}:{guest_port},\
+                     guestfwd=tcp:169.254.169.254:80-cmd:bash {}",
+                    server.display()
+                )
+            }
+        };
         let started = Instant::now();
         let qemu = Process::spawn(
             "qemu-system-x86_64",
-            qemu_with_ovmf_and_tpm(tools, &["-m", "2048", "-smp", "2"], &vars, &ctrl)
-                .arg("-drive")
-                .arg(format!(
-                    "file={},format=raw,if=virtio,readonly=on",
-                    disk.display()
-                ))
-                .arg("-fw_cfg")
-                .arg(format!(
-                    "name=opt/org.provenix/settings,file={}",
-                    settings.display()
-                ))
-                .arg("-netdev")
-                .arg(format!(
-                    "user,id=n0,hostfwd=tcp:127.0.0.1:{port}-{guest_address}:{guest_port}"
-                ))
+            qemu.arg("-netdev")
+                .arg(netdev)
                 .args(["-device", "virtio-net-pci,netdev=n0"])
                 .arg("-serial")
                 .arg(format!("file:{}", dir.path.join("serial.log").display()))
@@ -1087,4 +1119,28 @@ impl ImageVm {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// A one-connection HTTP responder, run by QEMU's guestfwd with the
+/// connection on its standard input and output: GCP's metadata server for
+/// the instance attribute `provenix-settings`, which it serves from
+/// `settings` only to requests with the header GCP requires.
+fn gcp_metadata_script(settings: &Path) -> String {
+    format!(
+        r#"read -r method path _
+flavor=
+while read -r line; do
+    line=${{line%$'\r'}}
+    [ -z "$line" ] && break
+    [ "${{line,,}}" = "metadata-flavor: google" ] && flavor=google
+done
+if [ "$method $path $flavor" = "GET /computeMetadata/v1/instance/attributes/provenix-settings google" ]; then
+    printf 'HTTP/1.1 200 OK\r\nContent-Length: %s\r\nConnection: close\r\n\r\n' "$(wc -c < '{0}')"
+    cat '{0}'
+else
+    printf 'HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
+fi
+"#,
+        settings.display()
+    )
 }

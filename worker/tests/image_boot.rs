@@ -1,7 +1,10 @@
 //! The worker image (`./run image`, docs/image.md) booted as a cloud boots
-//! it: QEMU (TCG) with Debian's OVMF and a swtpm TPM boots disk.raw's UKI;
-//! the deployment settings come through fw_cfg; the worker serves its gRPC
-//! API on the VM's network, forwarded to a loopback port here.
+//! it: QEMU (TCG) with Debian's OVMF and a swtpm TPM boots disk.raw's UKI
+//! as a GCP VM: SMBIOS vendor Google, the address by DHCP, the deployment
+//! settings from the metadata server (a responder behind QEMU's guestfwd
+//! at 169.254.169.254 that wants GCP's `Metadata-Flavor` header); the
+//! worker serves its gRPC API on the VM's network, forwarded to a loopback
+//! port here.
 //!
 //! From the host: the TPM's attestation key is enrolled before the boot
 //! (through both CLIs, as an operator would; nothing by hand inside). The
@@ -39,8 +42,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 /// host builds the same one to compare.
 const SELF_TEST: &str = r#"derivation { name = "provenix-self-test"; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" "echo provenix self-test > $out" ]; }"#;
 
-/// The guest's address and gRPC port in the settings.
-const GUEST: &str = "10.0.2.15";
+/// The guest's gRPC port in the settings.
 const GUEST_PORT: u16 = 7443;
 
 #[test]
@@ -79,7 +81,7 @@ fn the_booted_image_serves_builds_that_verify_against_its_manifest() {
     .unwrap();
     let pki = Pki::new(files.path());
     let settings = format!(
-        "address = \"{GUEST}/24\"\ngateway = \"10.0.2.2\"\ngrpc_port = {GUEST_PORT}\n\
+        "grpc_port = {GUEST_PORT}\n\
          platform = \"tpm\"\ncheckpoint_ms = 200\n\
          ak_cert = '''\n{}'''\ntls_cert = '''\n{}'''\ntls_key = '''\n{}'''\nclient_ca = '''\n{}'''\n",
         read_text(&enrolled.ak_chain),
@@ -94,13 +96,24 @@ fn the_booted_image_serves_builds_that_verify_against_its_manifest() {
         &tpm,
         &image.join("disk.raw"),
         &f("settings.toml"),
-        GUEST,
+        vm::Delivery::GcpMetadata,
         GUEST_PORT,
     )
     .unwrap();
     let (_, serving) = machine
         .wait_for("worker serving gRPC", Duration::from_secs(300))
         .unwrap();
+    // The address came by DHCP and the settings from the metadata server.
+    let console = machine.serial();
+    for expect in [
+        "eth0 169.254.169.15/24 by DHCP from 169.254.169.2",
+        "settings from the instance metadata attribute provenix-settings",
+    ] {
+        assert!(
+            console.contains(expect),
+            "{expect:?} is not on the console:\n{console}"
+        );
+    }
     let (line, self_tested) = machine
         .wait_for("self-test built", Duration::from_secs(180))
         .unwrap();
@@ -282,6 +295,10 @@ fn the_booted_image_serves_builds_that_verify_against_its_manifest() {
         "{test}: gRPC served {serving:.1?} after QEMU started; self-test build done at {self_tested:.1?}; \
          Build round trip {round_trip:.1?}; provenix verify {verified_in:.1?}"
     );
+    // What the init said, with the kernel's clock: where the boot's time goes.
+    for line in console.lines().filter(|l| l.contains("provenix-init:")) {
+        eprintln!("{test}: console: {line}");
+    }
 }
 
 /// Build `expression` through the worker's gRPC API: the output's store
