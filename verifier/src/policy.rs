@@ -146,8 +146,10 @@ pub struct SnpPolicy {
     pub min_tcb: BTreeMap<Product, MinTcb>,
     /// MEASUREMENT values accepted.
     pub measurements: Option<Vec<Hex<48>>>,
-    /// HOST_DATA required.
-    pub host_data: Option<Hex<32>>,
+    /// HOST_DATA values accepted: one (`"<hex>"`), or a list, one per
+    /// deployment's settings (docs/image.md).
+    #[serde(default, deserialize_with = "one_or_more")]
+    pub host_data: Option<Vec<Hex<32>>>,
     /// REPORT_DATA required.
     pub report_data: Option<Hex<64>>,
     /// ID_KEY_DIGEST values accepted.
@@ -536,6 +538,35 @@ impl<'de, const N: usize> Deserialize<'de> for Hex<N> {
     }
 }
 
+/// A policy value that is one hex string or a list of them.
+fn one_or_more<'de, D: serde::Deserializer<'de>, const N: usize>(
+    d: D,
+) -> Result<Option<Vec<Hex<N>>>, D::Error> {
+    struct OneOrMore<const N: usize>;
+    impl<'de, const N: usize> serde::de::Visitor<'de> for OneOrMore<N> {
+        type Value = Vec<Hex<N>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{} hex digits, or a list of them", N.saturating_mul(2))
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(vec![Hex::deserialize(
+                serde::de::value::StrDeserializer::<E>::new(s),
+            )?])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut all = Vec::new();
+            while let Some(one) = seq.next_element()? {
+                all.push(one);
+            }
+            Ok(all)
+        }
+    }
+    d.deserialize_any(OneOrMore::<N>).map(Some)
+}
+
 /// Evidence that is authentic and meets the policy. Only
 /// [`Policy::appraise`] makes one.
 #[derive(Clone, Debug)]
@@ -868,8 +899,8 @@ impl SnpPolicy {
         if let Some(allowed) = &self.measurements {
             one_of("measurement", r.measurement(), allowed, &mut fail);
         }
-        if let Some(want) = &self.host_data {
-            equal("host_data", r.host_data(), &want.0, &mut fail);
+        if let Some(allowed) = &self.host_data {
+            one_of("host_data", r.host_data(), allowed, &mut fail);
         }
         if let Some(want) = &self.report_data {
             equal("report_data", r.report_data(), &want.0, &mut fail);

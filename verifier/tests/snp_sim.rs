@@ -458,3 +458,35 @@ fn a_crl_is_honoured() {
     // Not a CRL at all.
     assert!(matches!(Crl::from_bytes(b"not a crl"), Err(Error::Crl(_))));
 }
+
+/// `[snp] host_data` pins one deployment's settings, or any of several.
+#[test]
+fn host_data_is_one_value_or_one_of_a_list() {
+    let platform = SimPlatform::new(&chain_params(Product::Milan, VekKind::Vcek)).unwrap();
+    let report = platform.report(&report_params(5, Product::Milan)).unwrap();
+    let appraise = |host_data: &str| {
+        let policy = sim_policy(Product::Milan, &format!("[snp]\nhost_data = {host_data}\n"));
+        let auth = Verifier::new(policy.anchors().unwrap())
+            .authenticate(
+                &report,
+                platform.chain().vek_der(),
+                &chain_of(&platform),
+                AT,
+            )
+            .unwrap();
+        policy.appraise(auth).map(|_| ())
+    };
+    let (ours, other) = (
+        format!("{:?}", "33".repeat(32)),
+        format!("{:?}", "44".repeat(32)),
+    );
+    appraise(&ours).unwrap();
+    appraise(&format!("[{other}, {ours}]")).unwrap();
+    for refused in [other.clone(), format!("[{other}]"), "[]".to_owned()] {
+        let rejection = appraise(&refused).unwrap_err();
+        let fields: Vec<&str> = rejection.findings.iter().map(|f| f.field).collect();
+        assert_eq!(fields, ["host_data"], "{refused}");
+    }
+    let bad = Policy::from_toml(&format!("[snp]\nhost_data = [{ours}, \"33\"]\n")).unwrap_err();
+    assert!(format!("{bad:#}").contains("64 hex digits"), "{bad:#}");
+}
