@@ -12,6 +12,9 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/pki.rs"]
+mod pki;
+
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -20,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hyper_util::rt::TokioIo;
+use pki::Pki;
 use provenix_verifier::{
     Evidence, Hash, SnpEvidence, VerifierKey, checkpoint_report_data, leaf_hash, log_origin,
     verify_checkpoint, verify_consistency, verify_inclusion,
@@ -38,7 +42,7 @@ use provenix_worker::log::{CheckpointSigner, Log};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use tokio::sync::oneshot;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Uri};
 use tonic::{Code, Status};
 
 // ---------------------------------------------------------------------------
@@ -1140,127 +1144,6 @@ async fn a_network_address_without_mtls_is_refused() {
     assert!(matches!(err, GrpcError::Tls(_)), "{err}");
 }
 
-/// A throwaway CA, a server certificate for localhost and 127.0.0.1, a
-/// client certificate it signed, and one a different CA signed.
-struct Pki {
-    dir: Scratch,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = Scratch::new("pki");
-        let pki = Pki { dir };
-        pki.ca("ca");
-        pki.ca("rogue-ca");
-        pki.leaf(
-            "server",
-            "ca",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth",
-        );
-        pki.leaf("client", "ca", "extendedKeyUsage=clientAuth");
-        pki.leaf("rogue", "rogue-ca", "extendedKeyUsage=clientAuth");
-        pki
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(&self.dir.0)
-            .output()
-            .expect("openssl (Debian package openssl) is needed");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn ca(&self, name: &str) {
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=provenix test {name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-    }
-
-    fn leaf(&self, name: &str, ca: &str, extensions: &str) {
-        let ext = format!("{name}.ext");
-        std::fs::write(
-            self.dir.0.join(&ext),
-            format!("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n{extensions}\n"),
-        )
-        .unwrap();
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN=provenix test {name}"),
-        ]);
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ]);
-    }
-
-    fn read(&self, file: &str) -> Vec<u8> {
-        std::fs::read(self.dir.0.join(file)).unwrap()
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.0.join(file)
-    }
-
-    fn client(&self, identity: Option<&str>) -> ClientTlsConfig {
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(self.read("ca.pem")))
-            .domain_name("localhost");
-        if let Some(name) = identity {
-            tls = tls.identity(Identity::from_pem(
-                self.read(&format!("{name}.pem")),
-                self.read(&format!("{name}.key")),
-            ));
-        }
-        tls
-    }
-}
-
 /// Head over TLS with `tls`: the size, or the error (of the connection or
 /// of the call).
 async fn head_over_tls(addr: SocketAddr, tls: ClientTlsConfig) -> Result<u64, String> {
@@ -1282,7 +1165,8 @@ async fn head_over_tls(addr: SocketAddr, tls: ClientTlsConfig) -> Result<u64, St
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mtls_requires_a_client_certificate_from_the_configured_ca() {
-    let pki = Pki::new();
+    let scratch = Scratch::new("pki");
+    let pki = Pki::new(&scratch.0);
     let backend = TestBackend::new("mtls");
     backend.append(b"one");
     backend.append(b"two");

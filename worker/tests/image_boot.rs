@@ -24,6 +24,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "common/pki.rs"]
+mod pki;
 #[path = "../../tests/support/vm.rs"]
 mod vm;
 
@@ -31,12 +33,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use pki::Pki;
 use provenix_worker::grpc::proto::build_client::BuildClient;
 use provenix_worker::grpc::proto::build_event::Event;
 use provenix_worker::grpc::proto::build_request::Target;
 use provenix_worker::grpc::proto::log_client::LogClient;
 use provenix_worker::grpc::proto::{self, BuildRequest};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Endpoint;
 
 /// The derivation the image's init builds at boot (init/src/main.rs): the
 /// host builds the same one to compare.
@@ -79,7 +82,7 @@ fn the_booted_image_serves_builds_that_verify_against_its_manifest() {
         files.path(),
     )
     .unwrap();
-    let pki = Pki::new(files.path());
+    let pki = Pki::new(&files.path().join("pki"));
     let settings = format!(
         "grpc_port = {GUEST_PORT}\n\
          platform = \"tpm\"\ncheckpoint_ms = 200\n\
@@ -295,7 +298,7 @@ fn the_booted_image_serves_builds_that_verify_against_its_manifest() {
         "{test}: gRPC served {serving:.1?} after QEMU started; self-test build done at {self_tested:.1?}; \
          Build round trip {round_trip:.1?}; provenix verify {verified_in:.1?}"
     );
-    // What the init said, with the kernel's clock: where the boot's time goes.
+    // What the init said until the worker served: where the boot's time goes.
     for line in console.lines().filter(|l| l.contains("provenix-init:")) {
         eprintln!("{test}: console: {line}");
     }
@@ -304,15 +307,7 @@ fn the_booted_image_serves_builds_that_verify_against_its_manifest() {
 /// Build `expression` through the worker's gRPC API: the output's store
 /// path and its bundle (from the log API once a checkpoint covers it).
 async fn build(addr: std::net::SocketAddr, pki: &Pki, expression: &str) -> (String, Vec<u8>) {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(
-            std::fs::read(pki.path("ca.pem")).unwrap(),
-        ))
-        .domain_name("localhost")
-        .identity(Identity::from_pem(
-            std::fs::read(pki.path("client.pem")).unwrap(),
-            std::fs::read(pki.path("client.key")).unwrap(),
-        ));
+    let tls = pki.client(Some("client"));
     let channel = Endpoint::from_shared(format!("https://{addr}"))
         .unwrap()
         .tls_config(tls)
@@ -389,94 +384,4 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 fn read_text(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// An mTLS CA with a server certificate (localhost, 127.0.0.1) and a
-/// client certificate, made with openssl.
-struct Pki(PathBuf);
-
-impl Pki {
-    fn new(dir: &Path) -> Pki {
-        let pki = Pki(dir.join("pki"));
-        std::fs::create_dir_all(&pki.0).unwrap();
-        pki.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=provenix test CA",
-        ]);
-        for (name, ext) in [
-            (
-                "server",
-                "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth",
-            ),
-            ("client", "extendedKeyUsage=clientAuth"),
-        ] {
-            std::fs::write(
-                pki.path(&format!("{name}.ext")),
-                format!("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n{ext}\n"),
-            )
-            .unwrap();
-            pki.openssl(&[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN=provenix test {name}"),
-            ]);
-            pki.openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &format!("{name}.pem"),
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-            ]);
-        }
-        pki
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(&self.0)
-            .output()
-            .expect("openssl (Debian package openssl)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
 }
