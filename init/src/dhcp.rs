@@ -147,6 +147,7 @@ pub(crate) fn lease(interface: &str, mac: [u8; 6], timeout: Duration) -> Result<
     let deadline = Instant::now() + timeout;
     let mut xid = transaction_id(&mac);
     let mut buf = [0u8; 1500];
+    socket.set_read_timeout(Some(Duration::from_millis(250)))?;
     // DISCOVER until an OFFER, then REQUEST it until its ACK; a NAK or
     // silence starts over with a new transaction.
     while Instant::now() < deadline {
@@ -168,7 +169,6 @@ pub(crate) fn lease(interface: &str, mac: [u8; 6], timeout: Duration) -> Result<
                 sent = Instant::now();
                 tries += 1;
             }
-            socket.set_read_timeout(Some(Duration::from_millis(250)))?;
             let n = match socket.recv(&mut buf) {
                 Ok(n) => n,
                 Err(e)

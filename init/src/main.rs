@@ -216,28 +216,19 @@ fn run() -> Result<()> {
             bail!("the settings give a static address on a cloud, which assigns it by DHCP")
         }
         (_, Some(lease)) => lease.address,
-        (Some(cidr), None) => {
-            let (address, netmask) = parse_cidr(cidr)?;
+        (address, None) => {
             let interface = match &settings.interface {
                 Some(i) => i.clone(),
                 None => default_interface()?,
             };
-            sys::configure_ipv4(&interface, address, netmask)
-                .with_context(|| format!("configuring {interface}"))?;
-            if let Some(gateway) = settings.gateway {
-                let on_link = u32::from(gateway) & u32::from(netmask)
-                    == u32::from(address) & u32::from(netmask);
-                sys::default_route(&interface, gateway, !on_link)
-                    .with_context(|| format!("the default route through {gateway}"))?;
+            match address {
+                Some(cidr) => {
+                    let (address, netmask) = parse_cidr(cidr)?;
+                    configure(&interface, address, netmask, settings.gateway)?;
+                    address
+                }
+                None => dhcp(&interface)?.address,
             }
-            address
-        }
-        (None, None) => {
-            let interface = match &settings.interface {
-                Some(i) => i.clone(),
-                None => default_interface()?,
-            };
-            dhcp(&interface)?.address
         }
     };
 
@@ -370,14 +361,7 @@ fn dhcp(interface: &str) -> Result<dhcp::Lease> {
         sys::set_mtu(interface, mtu)
             .with_context(|| format!("setting {interface}'s MTU to {mtu}"))?;
     }
-    sys::configure_ipv4(interface, lease.address, lease.netmask)
-        .with_context(|| format!("configuring {interface}"))?;
-    if let Some(router) = lease.router {
-        let mask = u32::from(lease.netmask);
-        let on_link = u32::from(router) & mask == u32::from(lease.address) & mask;
-        sys::default_route(interface, router, !on_link)
-            .with_context(|| format!("the default route through {router}"))?;
-    }
+    configure(interface, lease.address, lease.netmask, lease.router)?;
     eprintln!(
         "provenix-init: {interface} {}/{} by DHCP from {} ({:.1?})",
         lease.address,
@@ -386,6 +370,26 @@ fn dhcp(interface: &str) -> Result<dhcp::Lease> {
         started.elapsed()
     );
     Ok(lease)
+}
+
+/// Give `interface` its address and netmask, and the default route through
+/// `gateway`, if any (with an on-link route to it first when it lies
+/// outside the subnet, as a cloud's /32 address has it).
+fn configure(
+    interface: &str,
+    address: Ipv4Addr,
+    netmask: Ipv4Addr,
+    gateway: Option<Ipv4Addr>,
+) -> Result<()> {
+    sys::configure_ipv4(interface, address, netmask)
+        .with_context(|| format!("configuring {interface}"))?;
+    if let Some(gateway) = gateway {
+        let mask = u32::from(netmask);
+        let on_link = u32::from(gateway) & mask == u32::from(address) & mask;
+        sys::default_route(interface, gateway, !on_link)
+            .with_context(|| format!("the default route through {gateway}"))?;
+    }
+    Ok(())
 }
 
 /// The settings QEMU hands over by fw_cfg, if it does.
