@@ -77,6 +77,7 @@ fn direct_bundle() -> (Vec<u8>, Policy, String, [u8; 32]) {
         log_index: None,
         time: AT - 3600,
         nix_signature: None,
+        trace: None,
     };
     statement.add_nix_signature(&worker).unwrap();
     let signed = statement.sign(&worker).unwrap();

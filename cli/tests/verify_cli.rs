@@ -51,6 +51,7 @@ fn bundle(platform: &SimPlatform, subject: Subject, content: &[u8]) -> (Vec<u8>,
         log_index: None,
         time: unix_now(),
         nix_signature: None,
+        trace: None,
     };
     let p = platform.chain().params();
     let report = platform

@@ -89,6 +89,7 @@ impl Fixture {
             log_index: None,
             time: now(),
             nix_signature: None,
+            trace: None,
         };
         let mut f = Fixture {
             milan: platform(Product::Milan, 1),

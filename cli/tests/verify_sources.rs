@@ -108,6 +108,7 @@ fn bundle(platform: &SimPlatform, path: &str, sha256: [u8; 32], size: u64) -> Ve
         log_index: None,
         time: unix_now(),
         nix_signature: None,
+        trace: None,
     };
     let p = platform.chain().params();
     let report = platform

@@ -136,6 +136,7 @@ fn statement(corpus: &Path) -> Result<()> {
         log_index: Some(42),
         time: 1_780_272_000,
         nix_signature: None,
+        trace: None,
     };
     full.add_nix_signature(&worker)?;
     let direct = Statement {
@@ -144,6 +145,7 @@ fn statement(corpus: &Path) -> Result<()> {
         deriver: None,
         log_index: None,
         nix_signature: None,
+        trace: None,
         size: u64::MAX,
         time: -1,
         ..full.clone()

@@ -161,6 +161,7 @@ pub fn file_statement(
         log_index: index,
         time: now(),
         nix_signature: None,
+        trace: None,
     }
     .sign(key)
     .unwrap()
@@ -245,6 +246,7 @@ impl Worker {
             log_index: index,
             time: now(),
             nix_signature: None,
+            trace: None,
         }
         .sign(&self.key)
         .unwrap()

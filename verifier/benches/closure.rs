@@ -210,6 +210,7 @@ fn make() -> (i64, Vec<Vec<u8>>) {
                     log_index: Some(i),
                     time: at,
                     nix_signature: None,
+                    trace: None,
                 };
                 s.add_nix_signature(key).unwrap_or_else(|e| fail(&e));
                 s.sign(key).unwrap_or_else(|e| fail(&e))

@@ -32,7 +32,9 @@ pub mod nixsig;
 mod policy;
 pub mod slsa;
 mod statement;
+pub mod storepath;
 pub mod tpm;
+mod trace;
 mod verify_bundle;
 mod witness;
 mod x509;
@@ -68,6 +70,7 @@ pub use statement::{
     MAX_REFERENCES, MAX_STATEMENT_SIZE, STATEMENT_CONTENT_TYPE, STATEMENT_VERSION, Statement,
     Subject,
 };
+pub use trace::{Content, MAX_TRACE_INPUTS, Trace, TraceInput};
 pub use verify_bundle::{
     BundleVerifier, VerifiedBundle, VerifiedEvidence, appraise_evidence, verify_bundle,
 };

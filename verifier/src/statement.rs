@@ -15,9 +15,16 @@ use ring::signature::{ED25519, Ed25519KeyPair, UnparsedPublicKey};
 use crate::cbor::{decode_map, encode};
 use crate::error::Error;
 use crate::nixsig::{self, Fingerprint, worker_key_line, worker_key_name};
+use crate::trace::Trace;
 
-/// The statement format version this code writes and reads.
-pub const STATEMENT_VERSION: u64 = 1;
+/// The statement format version this code writes for a statement with a
+/// build trace ([`Statement::trace`]); one without is written as version
+/// 1, which is what workers before traces wrote, so their statements still
+/// verify (and say they carry no trace) and every statement has one
+/// encoding.
+pub const STATEMENT_VERSION: u64 = 2;
+/// The version of statements without a build trace.
+const VERSION_WITHOUT_TRACE: u64 = 1;
 /// The COSE content type of a statement payload.
 pub const STATEMENT_CONTENT_TYPE: &str = "application/vnd.provenix.statement+cbor";
 /// Largest encoded statement accepted: a store path with thousands of
@@ -64,6 +71,9 @@ pub struct Statement {
     /// step 4). Only on store-path statements; [`Statement::verify`]
     /// checks it when present.
     pub nix_signature: Option<String>,
+    /// The build's resolved inputs (version 2): only on store-path
+    /// statements whose derivation the worker read.
+    pub trace: Option<Trace>,
 }
 
 // Map keys, in the ascending order the encoding requires.
@@ -79,6 +89,7 @@ const K_SOURCE_COMMIT: u64 = 9;
 const K_LOG_INDEX: u64 = 10;
 const K_TIME: u64 = 11;
 const K_NIX_SIGNATURE: u64 = 12;
+const K_TRACE: u64 = 13;
 
 const KIND_STORE_PATH: u64 = 0;
 const KIND_FILE: u64 = 1;
@@ -94,7 +105,7 @@ impl Statement {
         refs.sort();
         refs.dedup();
         let mut map = vec![
-            (K_VERSION, Value::from(STATEMENT_VERSION)),
+            (K_VERSION, Value::from(self.version())),
             (K_SUBJECT_KIND, Value::from(kind)),
             (K_SUBJECT, Value::from(name.as_str())),
             (K_SHA256, Value::Bytes(self.sha256.to_vec())),
@@ -116,6 +127,9 @@ impl Statement {
         if let Some(sig) = &self.nix_signature {
             map.push((K_NIX_SIGNATURE, Value::from(sig.as_str())));
         }
+        if let Some(trace) = &self.trace {
+            map.push((K_TRACE, trace.to_value()));
+        }
         encode(&Value::Map(
             map.into_iter().map(|(k, v)| (Value::from(k), v)).collect(),
         ))
@@ -127,9 +141,9 @@ impl Statement {
         let bad = |reason: String| Error::Statement(reason);
         let mut fields = decode_map(bytes, MAX_STATEMENT_SIZE, Error::Statement)?;
         let version = fields.uint(K_VERSION, "version")?;
-        if version != STATEMENT_VERSION {
+        if version != STATEMENT_VERSION && version != VERSION_WITHOUT_TRACE {
             return Err(bad(format!(
-                "version {version}, expected {STATEMENT_VERSION}"
+                "version {version}, expected {VERSION_WITHOUT_TRACE} or {STATEMENT_VERSION}"
             )));
         }
         let kind = fields.uint(K_SUBJECT_KIND, "subject kind")?;
@@ -153,9 +167,26 @@ impl Statement {
         let nix_signature = fields.optional(K_NIX_SIGNATURE, |f| {
             f.text(K_NIX_SIGNATURE, "nix signature")
         })?;
+        let trace = fields.optional(K_TRACE, |f| {
+            Trace::from_value(f.take(K_TRACE, "trace")?).map_err(Error::Statement)
+        })?;
         fields.finish()?;
         if nix_signature.is_some() && !matches!(subject, Subject::StorePath(_)) {
             return Err(bad("a Nix signature on a statement about a file".into()));
+        }
+        if trace.is_some() && !matches!(subject, Subject::StorePath(_)) {
+            return Err(bad("a build trace on a statement about a file".into()));
+        }
+        match (version, &trace) {
+            (VERSION_WITHOUT_TRACE, Some(_)) => {
+                return Err(bad("a build trace in a version 1 statement".into()));
+            }
+            (STATEMENT_VERSION, None) => {
+                return Err(bad(format!(
+                    "a version {STATEMENT_VERSION} statement without a build trace"
+                )));
+            }
+            _ => {}
         }
         Ok(Statement {
             subject,
@@ -168,7 +199,18 @@ impl Statement {
             log_index,
             time,
             nix_signature,
+            trace,
         })
+    }
+
+    /// The format version this statement is written in: 2 with a build
+    /// trace, 1 without.
+    pub fn version(&self) -> u64 {
+        if self.trace.is_some() {
+            STATEMENT_VERSION
+        } else {
+            VERSION_WITHOUT_TRACE
+        }
     }
 
     /// The Nix fingerprint of a store-path statement:
@@ -324,6 +366,7 @@ mod tests {
             log_index: Some(42),
             time: 1_780_272_000,
             nix_signature: None,
+            trace: None,
         }
     }
 
@@ -408,15 +451,76 @@ mod tests {
         assert!(
             matches!(Statement::from_cbor(&long), Err(Error::Statement(m)) if m.contains("deterministic"))
         );
-        // Unknown key 13 appended (map header bumped).
+        // Unknown key 14 appended (map header bumped).
         let mut extra = cbor.clone();
         extra[0] += 1;
-        extra.extend([0x0D, 0x00]);
+        extra.extend([0x0E, 0x00]);
         assert!(
-            matches!(Statement::from_cbor(&extra), Err(Error::Statement(m)) if m.contains("key 13"))
+            matches!(Statement::from_cbor(&extra), Err(Error::Statement(m)) if m.contains("key 14"))
         );
         assert!(Statement::from_cbor(b"\xff").is_err());
         assert!(Statement::from_cbor(&[]).is_err());
+    }
+
+    fn traced(key: &Ed25519KeyPair) -> Statement {
+        Statement {
+            trace: Some(Trace {
+                derivation_sha256: [5; 32],
+                inputs: vec![crate::trace::TraceInput {
+                    path: "/nix/store/11111111111111111111111111111111-b".into(),
+                    nar_sha256: [6; 32],
+                    content: None,
+                }],
+            }),
+            ..sample(key)
+        }
+    }
+
+    #[test]
+    fn a_trace_makes_a_version_2_statement_and_round_trips() {
+        let k = key();
+        let s = traced(&k);
+        assert_eq!(s.version(), 2);
+        assert_eq!(sample(&k).version(), 1);
+        let back = Statement::verify(&s.sign(&k).unwrap()).unwrap();
+        assert_eq!(back.trace, s.trace);
+        // Version 1 statements (no trace) still verify, and carry none.
+        let old = Statement::verify(&sample(&k).sign(&k).unwrap()).unwrap();
+        assert_eq!(old.trace, None);
+    }
+
+    #[test]
+    fn versions_and_traces_must_agree() {
+        let k = key();
+        // A trace under version 1: the version byte follows key 1.
+        let cbor = traced(&k).to_cbor();
+        let at = cbor.iter().position(|&b| b == 0x01).unwrap() + 1;
+        assert_eq!(cbor[at], 0x02);
+        let mut v1 = cbor.clone();
+        v1[at] = 0x01;
+        assert!(
+            matches!(Statement::from_cbor(&v1), Err(Error::Statement(m)) if m.contains("version 1 statement"))
+        );
+        // Version 2 without a trace.
+        let mut v2 = sample(&k).to_cbor();
+        v2[at] = 0x02;
+        assert!(
+            matches!(Statement::from_cbor(&v2), Err(Error::Statement(m)) if m.contains("without a build trace"))
+        );
+        // Version 3.
+        let mut v3 = cbor;
+        v3[at] = 0x03;
+        assert!(
+            matches!(Statement::from_cbor(&v3), Err(Error::Statement(m)) if m.contains("version 3"))
+        );
+        // A trace on a statement about a file.
+        let file = Statement {
+            subject: Subject::File("app.tar.gz".into()),
+            ..traced(&k)
+        };
+        assert!(
+            matches!(Statement::from_cbor(&file.to_cbor()), Err(Error::Statement(m)) if m.contains("file"))
+        );
     }
 
     #[test]

@@ -124,6 +124,7 @@ pub fn attest(
             log_index: None,
             time: opts.now,
             nix_signature: None,
+            trace: None,
         };
         let signed = statement.sign(&key)?;
         let evidence = opts

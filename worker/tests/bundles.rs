@@ -194,6 +194,7 @@ fn logged_bundle(platform: &Platform, id: &WorkerIdentity, log: &mut Log, pick: 
             log_index: Some(i),
             time: now(),
             nix_signature: None,
+            trace: None,
         };
         let signed = s.sign(id.key()).unwrap();
         assert_eq!(log.append(&signed).unwrap(), i);

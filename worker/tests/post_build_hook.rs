@@ -147,6 +147,23 @@ fn nix_build_with_the_post_build_hook_gives_a_bundle_and_a_nix_signature() {
     assert!(verified.log_index().is_some());
     assert_eq!(statement.references.len(), 1, "{statement:?}");
 
+    // Its trace: the derivation's text hash, and the one input (the
+    // `builtins.toFile` text), which checks itself from its hashes.
+    let trace = statement.trace.as_ref().expect("a version 2 statement");
+    let drv = statement.deriver.as_deref().unwrap();
+    assert_eq!(
+        trace.derivation_sha256.as_slice(),
+        ring::digest::digest(&ring::digest::SHA256, &std::fs::read(drv).unwrap()).as_ref()
+    );
+    let input = match trace.inputs.as_slice() {
+        [only] => only,
+        other => panic!("inputs: {other:?}"),
+    };
+    assert_eq!(input.path, statement.references[0]);
+    assert_eq!(input.check_content(), Some(Ok(())));
+    let nar = provenix_worker::nar::hash_path(Path::new(&input.path)).unwrap();
+    assert_eq!(input.nar_sha256, nar.sha256);
+
     // Its Nix signature is the worker key's over the statement's own
     // fingerprint, and the key line printed is that key's.
     assert_eq!(key_line, worker_key_line(&statement.worker_key));

@@ -395,6 +395,7 @@ fn logged_statements_bind_to_one_boot_of_one_tpm() {
             log_index: Some(i),
             time: unix_now(),
             nix_signature: None,
+            trace: None,
         };
         log.append(&s.sign(id.key()).unwrap()).unwrap();
     }

@@ -87,6 +87,7 @@ fn hand_built(platform: &Platform, content: &[u8]) -> (Vec<u8>, [u8; 32]) {
         log_index: None,
         time: now(),
         nix_signature: None,
+        trace: None,
     };
     let evidence = platform
         .evidence(&statement_report_data(&statement.to_cbor()), 0)
@@ -519,6 +520,7 @@ fn log_entry(
         log_index: Some(index),
         time: now(),
         nix_signature: None,
+        trace: None,
     }
     .sign(id.key())
     .unwrap()

@@ -363,6 +363,7 @@ mod tests {
             log_index: None,
             time: 0,
             nix_signature: None,
+            trace: None,
         };
         let good = GOOD.replace(
             "1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s",

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use provenix_verifier::{Statement, Subject};
+use provenix_verifier::{Statement, Subject, Trace};
 use ring::signature::Ed25519KeyPair;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -34,6 +34,8 @@ pub(crate) struct Output {
 /// one reply.
 pub(crate) struct Job {
     pub(crate) deriver: Option<String>,
+    /// The build's trace, the same in every output's statement.
+    pub(crate) trace: Option<Trace>,
     pub(crate) outputs: Vec<Output>,
     pub(crate) reply: oneshot::Sender<Result<Vec<Submitted>, DaemonError>>,
 }
@@ -176,6 +178,7 @@ impl Appender {
                 log_index: Some(index),
                 time,
                 nix_signature: None,
+                trace: job.trace.clone(),
             };
             if self.nix_signatures {
                 statement.add_nix_signature(&self.key)?;

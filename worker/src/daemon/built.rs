@@ -35,11 +35,13 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 
 use base64::Engine as _;
+use provenix_verifier::storepath::{self, ContentAddress, HashAlgo, Method};
 
 use super::appender::Output;
-use super::derivation;
+use super::derivation::{self, Derivation};
 use super::nix::Registered;
 use super::{DaemonError, Worker};
 use crate::nar::NarDigest;
@@ -90,8 +92,8 @@ impl Worker {
             },
             async {
                 match known_drv {
-                    Some(outputs) => Ok(outputs),
-                    None => self.derivation_outputs(drv).await,
+                    Some(parsed) => Ok(parsed),
+                    None => self.derivation(drv).await,
                 }
             }
         );
@@ -124,7 +126,7 @@ impl Worker {
                     ));
                 }
             }
-            if !drv_outputs.iter().any(|o| o.path == *path) {
+            if !drv_outputs.outputs.iter().any(|o| o.path == *path) {
                 return Err(not_built(path, format!("{drv} names no such output")));
             }
             if !info.ultimate {
@@ -165,11 +167,11 @@ impl Worker {
         Ok(checked)
     }
 
-    /// The outputs the valid derivation `drv` names.
-    async fn derivation_outputs(
-        &self,
-        drv: &str,
-    ) -> Result<Vec<derivation::DrvOutput>, DaemonError> {
+    /// The valid derivation `drv`, read and checked (cached).
+    pub(crate) async fn derivation(&self, drv: &str) -> Result<Arc<Derivation>, DaemonError> {
+        if let Some(known) = self.store.known_drv(drv) {
+            return Ok(known);
+        }
         let drv_list = [drv.to_owned()];
         let info = match self.store.path_info(&drv_list, true).await {
             Ok(mut v) => v.pop().flatten(),
@@ -184,18 +186,18 @@ impl Worker {
             path: drv.to_owned(),
             reason: "the derivation is not valid in the Nix store".into(),
         })?;
-        let outputs = self.read_derivation(drv, &info).await?;
-        self.store.remember_drv(drv, &outputs);
-        Ok(outputs)
+        let parsed = Arc::new(self.read_derivation(drv, &info).await?);
+        self.store.remember_drv(drv, &parsed);
+        Ok(parsed)
     }
 
-    /// The outputs `drv` names, from its file, once its NAR hash is the
-    /// one Nix registered.
+    /// What `drv` names, from its file, once its NAR hash is the one Nix
+    /// registered and (in the default store) its text gives its path.
     async fn read_derivation(
         &self,
         drv: &str,
         info: &Registered,
-    ) -> Result<Vec<derivation::DrvOutput>, DaemonError> {
+    ) -> Result<Derivation, DaemonError> {
         let nar = self.hash(drv).await?;
         check_hash(drv, info, &nar)?;
         let mut text = Vec::new();
@@ -215,16 +217,44 @@ impl Worker {
                 reason: format!("the derivation is over {MAX_DRV_SIZE} bytes"),
             });
         }
-        derivation::outputs(&text).map_err(|reason| DaemonError::NotBuilt {
+        let not_built = |reason: String| DaemonError::NotBuilt {
             path: drv.to_owned(),
             reason,
-        })
+        };
+        let parsed = derivation::parse(&text).map_err(not_built)?;
+        // A store derivation is a text path whose references are its input
+        // sources and derivations (Nix's `writeDerivation`): its text is
+        // the one its path was made from, or it is not what Nix wrote.
+        if self.store.dir() == provenix_verifier::nixsig::STORE_DIR {
+            let mut references = parsed.input_srcs.clone();
+            references.extend(parsed.input_drvs.iter().map(|(d, _)| d.clone()));
+            let made = storepath::name_of(drv)
+                .and_then(|name| {
+                    ContentAddress {
+                        method: Method::Text,
+                        algo: HashAlgo::Sha256,
+                        digest: parsed.sha256.to_vec(),
+                    }
+                    .store_path(name, &references, false)
+                })
+                .map_err(|e| not_built(e.to_string()))?;
+            if made != drv {
+                return Err(not_built(format!(
+                    "its text gives the store path {made}: it is not the derivation Nix wrote"
+                )));
+            }
+        }
+        Ok(parsed)
     }
 }
 
 /// Refuse, as store corruption, a path whose NAR the daemon hashed to
 /// something other than what Nix registered.
-fn check_hash(path: &str, info: &Registered, nar: &NarDigest) -> Result<(), DaemonError> {
+pub(super) fn check_hash(
+    path: &str,
+    info: &Registered,
+    nar: &NarDigest,
+) -> Result<(), DaemonError> {
     let (registered, computed) = match info.nar_hash.split_once(':') {
         // `sha256:<nix32>`, as `nix-store --query --hash` prints it.
         Some(_) => (

@@ -54,6 +54,7 @@ pub(crate) mod derivation;
 mod logdir;
 mod nix;
 mod selfcheck;
+mod trace;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -615,10 +616,16 @@ impl Worker {
             .clone()
             .ok_or(DaemonError::ShuttingDown)?;
         let outputs = self.check_built(drv_path.as_deref(), &out_paths).await?;
+        // `check_built` refuses a submission without a derivation.
+        let trace = match &drv_path {
+            Some(drv) => Some(self.trace(drv).await?),
+            None => None,
+        };
         let (reply, ack) = oneshot::channel();
         sender
             .send(Job {
                 deriver: drv_path,
+                trace,
                 outputs,
                 reply,
             })

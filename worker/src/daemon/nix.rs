@@ -13,14 +13,16 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
+use provenix_verifier::TraceInput;
+
 use super::DaemonError;
-use super::derivation::DrvOutput;
+use super::derivation::Derivation;
 
 /// Longest store path name: Nix 2.8's `checkName` (`src/libstore/path.cc`)
 /// refuses names over 211 characters.
@@ -38,6 +40,9 @@ const MAX_PATH_LEN: usize = MAX_STORE_DIR_LEN + 1 + HASH_LEN + 1 + MAX_NAME_LEN;
 /// deriver and a few hundred bytes of other fields.
 const MAX_INFO_PER_PATH: usize =
     provenix_verifier::MAX_REFERENCES * (MAX_PATH_LEN + 3) + MAX_PATH_LEN + 4096;
+/// Most bytes of `nix path-info --json --recursive` read: a trace's
+/// limit of paths at about 4 KiB each (a path with 30 references takes 2).
+const MAX_CLOSURE_INFO: usize = provenix_verifier::MAX_TRACE_INPUTS * 4096;
 /// How long one Nix query may take before it is killed.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Nix processes run at once: each costs ~10 ms of CPU to start.
@@ -80,10 +85,12 @@ pub(crate) struct Store {
     /// submission and compares with this, so what it signs is always the
     /// content this machine's Nix built in this boot, even from the cache.
     known: Mutex<HashMap<String, Registered>>,
-    /// The outputs of store derivations that passed their checks: a
-    /// derivation's path is the hash of its text, so its outputs never
-    /// change.
-    drvs: Mutex<HashMap<String, Vec<DrvOutput>>>,
+    /// Store derivations that passed their checks: a derivation's path is
+    /// the hash of its text, so what it names never changes.
+    drvs: Mutex<HashMap<String, Arc<Derivation>>>,
+    /// Inputs of builds, as hashed for a trace, with what Nix registered
+    /// for them then (see `trace`).
+    inputs: Mutex<HashMap<String, (Registered, TraceInput)>>,
 }
 
 impl Store {
@@ -98,6 +105,7 @@ impl Store {
             queries: Semaphore::new(QUERY_CONCURRENCY),
             known: Mutex::new(HashMap::new()),
             drvs: Mutex::new(HashMap::new()),
+            inputs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -111,14 +119,34 @@ impl Store {
         insert(&self.known, path, info.clone());
     }
 
-    /// The outputs of a derivation that passed its checks, if known.
-    pub(crate) fn known_drv(&self, drv: &str) -> Option<Vec<DrvOutput>> {
+    /// A derivation that passed its checks, if known.
+    pub(crate) fn known_drv(&self, drv: &str) -> Option<Arc<Derivation>> {
         lock(&self.drvs).get(drv).cloned()
     }
 
-    /// Keep the outputs of a derivation that passed its checks.
-    pub(crate) fn remember_drv(&self, drv: &str, outputs: &[DrvOutput]) {
-        insert(&self.drvs, drv, outputs.to_vec());
+    /// Keep a derivation that passed its checks.
+    pub(crate) fn remember_drv(&self, drv: &str, parsed: &Arc<Derivation>) {
+        insert(&self.drvs, drv, Arc::clone(parsed));
+    }
+
+    /// A build input hashed before, if Nix still registers it as it did
+    /// then (a path deleted and registered again gets a new registration
+    /// time, and is hashed again).
+    pub(crate) fn known_input(&self, path: &str, now: &Registered) -> Option<TraceInput> {
+        lock(&self.inputs)
+            .get(path)
+            .filter(|(then, _)| then == now)
+            .map(|(_, input)| input.clone())
+    }
+
+    /// Keep a build input as hashed.
+    pub(crate) fn remember_input(&self, info: &Registered, input: &TraceInput) {
+        insert(&self.inputs, &input.path, (info.clone(), input.clone()));
+    }
+
+    /// The store directory.
+    pub(crate) fn dir(&self) -> &str {
+        &self.dir
     }
 
     /// Check that `path` is `<store>/<32 base-32 chars>-<name>` with a name
@@ -174,6 +202,40 @@ impl Store {
         paths: &[String],
         derivations: bool,
     ) -> Result<Vec<Option<Registered>>, DaemonError> {
+        let flag = derivations.then_some("--derivation");
+        let mut found = self.query(paths, flag).await?;
+        Ok(paths.iter().map(|p| found.remove(p).flatten()).collect())
+    }
+
+    /// What Nix's database records about every path of the closure of
+    /// `paths` (`nix path-info --json --recursive`): the paths and
+    /// everything they refer to, directly or not. A path that is not valid
+    /// is an error naming it.
+    pub(crate) async fn closure_info(
+        &self,
+        paths: &[String],
+    ) -> Result<HashMap<String, Registered>, DaemonError> {
+        if paths.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let found = self.query(paths, Some("--recursive")).await?;
+        let mut closure = HashMap::with_capacity(found.len());
+        for (path, info) in found {
+            let info = info.ok_or_else(|| DaemonError::NotBuilt {
+                path: path.clone(),
+                reason: "a build input is not valid in the Nix store".into(),
+            })?;
+            closure.insert(path, info);
+        }
+        Ok(closure)
+    }
+
+    /// One `nix path-info --json [flag] -- paths` run.
+    async fn query(
+        &self,
+        paths: &[String],
+        flag: Option<&str>,
+    ) -> Result<HashMap<String, Option<Registered>>, DaemonError> {
         let first = paths.first().cloned().unwrap_or_default();
         let nix = |reason: String| DaemonError::Nix {
             path: first.clone(),
@@ -190,9 +252,7 @@ impl Store {
         cmd.args(["--extra-experimental-features", "nix-command"])
             .args(["--option", "substituters", ""])
             .args(["path-info", "--json"]);
-        if derivations {
-            cmd.arg("--derivation");
-        }
+        cmd.args(flag);
         let mut child = cmd
             .arg("--")
             .args(paths)
@@ -205,7 +265,12 @@ impl Store {
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(nix("no pipes to nix".into()));
         };
-        let max = MAX_INFO_PER_PATH.saturating_mul(paths.len().max(1));
+        // A closure has more paths than were asked about.
+        let max = if flag == Some("--recursive") {
+            MAX_CLOSURE_INFO
+        } else {
+            MAX_INFO_PER_PATH.saturating_mul(paths.len().max(1))
+        };
         let limit = u64::try_from(max).unwrap_or(u64::MAX);
         let run = async {
             let mut out = Vec::new();
@@ -230,8 +295,7 @@ impl Store {
         if out.len() > max {
             return Err(nix("nix path-info printed more than the limit".into()));
         }
-        let mut found = self.parse_path_info(&out).map_err(nix)?;
-        Ok(paths.iter().map(|p| found.remove(p).flatten()).collect())
+        self.parse_path_info(&out).map_err(nix)
     }
 
     /// `nix path-info --json` output: an array of objects, one per path,

@@ -86,8 +86,8 @@ pub fn fixed_output(drv: &str) -> bool {
     // A derivation the hook cannot read or parse is the daemon's to
     // refuse, with its reason.
     let read = std::fs::File::open(drv).and_then(|f| f.take(MAX_DRV).read_to_end(&mut text));
-    match read.ok().map(|_| crate::daemon::derivation::outputs(&text)) {
-        Some(Ok(outputs)) => !outputs.is_empty() && outputs.iter().all(|o| o.fixed),
+    match read.ok().map(|_| crate::daemon::derivation::parse(&text)) {
+        Some(Ok(d)) => !d.outputs.is_empty() && d.outputs.iter().all(|o| o.fixed),
         _ => false,
     }
 }
