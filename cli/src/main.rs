@@ -18,6 +18,7 @@ mod compare;
 mod export;
 mod input;
 mod measure;
+mod recursive;
 mod report;
 mod show;
 mod sources;

@@ -301,6 +301,51 @@ fn builder_json(b: &provenix_verifier::Builder) -> Value {
     })
 }
 
+/// Why a bundle was not counted: a code, a message, and for untrusted
+/// inputs each input with what the trace recorded and the problem.
+fn why_json(w: &provenix_verifier::Why) -> Value {
+    use provenix_verifier::{Problem, Why};
+    let mut value = json!({"code": w.code(), "message": w.to_string()});
+    if let Why::UntrustedInputs(inputs) = w {
+        value["inputs"] = inputs
+            .iter()
+            .map(|u| {
+                let mut input = json!({
+                    "path": u.path,
+                    "recorded_sha256": hex::encode(u.recorded),
+                    "message": u.to_string(),
+                });
+                input["problem"] = match &u.problem {
+                    Problem::Content(why) => json!({"code": "content", "message": why}),
+                    Problem::OtherHash { accepted, builders } => json!({
+                        "code": "other_hash",
+                        "accepted": digest_json(*accepted),
+                        "builders": builders,
+                    }),
+                    Problem::NotAccepted {
+                        claims,
+                        reasons,
+                        below,
+                    } => json!({
+                        "code": "not_accepted",
+                        "claims": claims.iter().map(|c| json!({
+                            "sha256": hex::encode(c.digest.sha256),
+                            "size": c.digest.size,
+                            "builders": c.builders,
+                        })).collect::<Vec<_>>(),
+                        "reasons": reasons,
+                        "untrusted_below": below,
+                    }),
+                    Problem::Cycle => json!({"code": "cycle"}),
+                    _ => json!({"code": "other"}),
+                };
+                input
+            })
+            .collect();
+    }
+    value
+}
+
 /// The `--json` form of one decision (schema: docs/verify.md).
 pub(crate) fn decision_json(d: &provenix_verifier::Decision) -> Value {
     json!({
@@ -314,7 +359,7 @@ pub(crate) fn decision_json(d: &provenix_verifier::Decision) -> Value {
         "excluded": d.excluded().iter().map(|e| json!({
             "bundle": e.source,
             "builder": e.builder.as_ref().map(builder_json),
-            "reasons": e.reasons.iter().map(|w| json!({"code": w.code(), "message": w.to_string()})).collect::<Vec<_>>(),
+            "reasons": e.reasons.iter().map(why_json).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "missing": d.missing(),
         "disagreement": d.disagreement().iter().map(|c| json!({
@@ -335,10 +380,88 @@ pub(crate) fn print_decisions(
     at: i64,
     json: bool,
 ) -> anyhow::Result<()> {
-    use provenix_verifier::Builders;
     if json {
+        let value = decisions_json(policy, decisions, at);
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    for d in decisions {
+        print_decision(policy, d);
+    }
+    Ok(())
+}
+
+/// Print `provenix verify --recursive`'s verdict: the target's decision,
+/// then the graph behind it.
+pub(crate) fn print_graph(
+    policy: &provenix_verifier::Policy,
+    graph: &provenix_verifier::GraphDecision,
+    lookups: usize,
+    at: i64,
+    json: bool,
+) -> anyhow::Result<()> {
+    use provenix_verifier::GraphRoot;
+    let decisions = graph.decisions();
+    let accepted = decisions.iter().filter(|d| d.accepted()).count();
+    let root_json = |(path, root): &(String, GraphRoot)| match root {
+        GraphRoot::Named => json!({"path": path, "trusted_as": "named"}),
+        GraphRoot::SignedBy(key) => json!({"path": path, "trusted_as": "signed", "key": key}),
+    };
+    if json {
+        let mut value = decisions_json(policy, std::slice::from_ref(graph.decision()), at);
+        value["graph"] = json!({
+            "paths_looked_up": lookups,
+            "decided": decisions.iter().map(|d| decision_json(d)).collect::<Vec<_>>(),
+            "content_addressed": graph.content_addressed(),
+            "roots": graph.roots().iter().map(root_json).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    print_decision(policy, graph.decision());
+    println!(
+        "  build graph: {} path(s) decided, {accepted} accepted; {} content-addressed input(s) checked themselves; {} root(s)",
+        decisions.len(),
+        graph.content_addressed(),
+        graph.roots().len()
+    );
+    for (path, root) in graph.roots() {
+        match root {
+            GraphRoot::Named => println!("  root {path}: named in the policy"),
+            GraphRoot::SignedBy(key) => println!("  root {path}: signed by {key}"),
+        }
+    }
+    // Inputs that were not accepted, each once, for the user to look at.
+    for d in decisions
+        .iter()
+        .filter(|d| !d.accepted() && d.subject() != graph.decision().subject())
+    {
+        println!("  input {} is not accepted:", d.subject().name());
+        for r in d.reasons() {
+            println!("    - {r}");
+        }
+        for e in d.excluded() {
+            let who = e.builder.as_ref().map_or_else(
+                || e.source.clone(),
+                |b| format!("{} ({})", b.name, b.source),
+            );
+            let why: Vec<String> = e.reasons.iter().map(ToString::to_string).collect();
+            println!("    - not counted: {who}: {}", why.join("; "));
+        }
+    }
+    Ok(())
+}
+
+/// The `--json` document of `provenix verify` (docs/verify.md).
+fn decisions_json(
+    policy: &provenix_verifier::Policy,
+    decisions: &[provenix_verifier::Decision],
+    at: i64,
+) -> Value {
+    use provenix_verifier::Builders;
+    {
         let all = decisions.iter().all(provenix_verifier::Decision::accepted);
-        let value = json!({
+        json!({
             "schema": "provenix.verify/v1",
             "verdict": if all { "accepted" } else { "rejected" },
             "at": at,
@@ -355,11 +478,14 @@ pub(crate) fn print_decisions(
                 provenix_verifier::Measurements::Any => "any",
             },
             "subjects": decisions.iter().map(decision_json).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
+        })
     }
-    for d in decisions {
+}
+
+/// One decision as text: a verdict line, the builders counted, every
+/// bundle not counted and why, the misses and any disagreement.
+fn print_decision(policy: &provenix_verifier::Policy, d: &provenix_verifier::Decision) {
+    {
         let names = |bs: &[provenix_verifier::Builder]| {
             bs.iter()
                 .map(|b| b.name.as_str())
@@ -423,5 +549,4 @@ pub(crate) fn print_decisions(
             }
         }
     }
-    Ok(())
 }

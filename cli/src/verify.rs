@@ -62,6 +62,13 @@ pub(crate) struct VerifyArgs {
     /// (`nix-store -qR`), each against its own NAR.
     #[arg(long, requires = "store_path")]
     closure: bool,
+    /// With --store-path: accept it only if every input in its builders'
+    /// build traces is trusted too, recursively (content-addressed and
+    /// checking itself, a root the policy names, or itself accepted with
+    /// the hash the trace recorded). The path need not be in a local
+    /// store. Also on when the policy sets `[graph] recursive`.
+    #[arg(long, requires = "store_path", conflicts_with = "closure")]
+    recursive: bool,
     /// mTLS to https:// workers: the client's certificate chain (PEM).
     #[arg(long, requires_all = ["tls_key", "tls_ca"], requires = "worker")]
     tls_cert: Option<PathBuf>,
@@ -129,6 +136,7 @@ impl From<BundleArgs> for VerifyArgs {
             worker: Vec::new(),
             cache: Vec::new(),
             closure: false,
+            recursive: false,
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
@@ -182,6 +190,16 @@ pub(crate) fn run(args: VerifyArgs) -> Result<ExitCode> {
 
     if (!args.worker.is_empty() || !args.cache.is_empty()) && args.decide.store_path.is_none() {
         bail!("--worker and --cache look bundles up by store path: give --store-path");
+    }
+    if (args.recursive || policy.graph.recursive)
+        && let Some(path) = &args.decide.store_path
+    {
+        if args.closure {
+            bail!(
+                "--closure decides on each path of a closure on its own; the policy asks for recursive verification ([graph] recursive), which decides on the build graph: drop --closure"
+            );
+        }
+        return run_recursive(&args, path, &policy, &verifier, at, timeout);
     }
 
     // 1. The subjects, with their actual digests when the subject is here.
@@ -422,6 +440,109 @@ pub(crate) fn run(args: VerifyArgs) -> Result<ExitCode> {
         );
     }
     Ok(if accepted == decisions.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `--recursive`: decide on the build graph of `path` (crate::recursive).
+fn run_recursive(
+    args: &VerifyArgs,
+    path: &Path,
+    policy: &provenix_verifier::Policy,
+    verifier: &provenix_verifier::Verifier,
+    at: i64,
+    timeout: Duration,
+) -> Result<ExitCode> {
+    let target = store_path_name(path);
+    sources::store_path_parts(&target)?;
+    // The local path's NAR when there is one; else what builders state.
+    let actual = if path.exists() {
+        Some(nar(path)?)
+    } else {
+        None
+    };
+
+    let mut files: HashMap<String, Vec<Fetched>> = HashMap::new();
+    let mut add_file = |f: Fetched, explicit: bool| match sources::claimed_subject(&f.bytes) {
+        Some(Subject::StorePath(p)) => files.entry(p).or_default().push(f),
+        // An unreadable bundle named on the command line is reported
+        // against the target; from a directory it is about nothing.
+        _ if explicit => files.entry(target.clone()).or_default().push(f),
+        _ => {}
+    };
+    for p in &args.bundle {
+        add_file(sources::read_file(p)?, true);
+    }
+    if let Some(dir) = &args.bundles {
+        for p in sources::bundle_files(dir)? {
+            add_file(sources::read_file(&p)?, false);
+        }
+    }
+    let caches = args
+        .cache
+        .iter()
+        .map(|url| Cache::open(url, timeout))
+        .collect::<Result<Vec<_>>>()?;
+    let tls = args.tls_cert.as_ref().and_then(|cert| {
+        Some(grpc::Tls {
+            cert: cert.clone(),
+            key: args.tls_key.clone()?,
+            ca: args.tls_ca.clone()?,
+        })
+    });
+    let mut workers = Vec::new();
+    for url in &args.worker {
+        let api = grpc::LogApi::connect(url, tls.as_ref(), timeout)?;
+        let index = grpc::subjects(&api, |_| true, |_, _| {})?;
+        workers.push((api, index));
+    }
+
+    let memo = BundleVerifier::new(verifier, policy, at);
+    let live = crate::checkpoints::LiveProofs::new(&args.worker, tls.as_ref(), timeout);
+    let dirs: Vec<&Path> = args.bundles.iter().map(PathBuf::as_path).collect();
+    let mut asked: Vec<&dyn ProofSource> = vec![&live];
+    asked.extend(caches.iter().map(|c| c as &dyn ProofSource));
+    let proofs = crate::checkpoints::proofs(&args.decide.checkpoints, &dirs, &asked)?;
+    let mut screen_error: Option<anyhow::Error> = None;
+    let check = |path: &str, fetched: Vec<Fetched>| {
+        let mut found = FoundList::new();
+        for f in fetched {
+            found.add(f, Some(Subject::StorePath(path.to_owned())), false);
+        }
+        let found = found.into_vec();
+        let input = found
+            .iter()
+            .map(|f| (f.source.clone(), f.bytes.as_slice(), check(f, &memo)))
+            .collect();
+        match crate::checkpoints::screen(&args.decide.checkpoints, policy, at, &proofs, input) {
+            Ok(screened) => screened,
+            Err(e) => {
+                screen_error.get_or_insert(e);
+                Vec::new()
+            }
+        }
+    };
+    let mut lookup = crate::recursive::Sources {
+        files,
+        caches: &caches,
+        workers,
+        check: Box::new(check),
+        failures: Vec::new(),
+        lookups: 0,
+    };
+    let graph = provenix_verifier::decide_graph(policy, &target, actual, &mut lookup);
+    for failure in &lookup.failures {
+        eprintln!("provenix: warning: {failure}");
+    }
+    let lookups = lookup.lookups;
+    drop(lookup);
+    if let Some(e) = screen_error {
+        return Err(e.context("checking checkpoints"));
+    }
+    crate::show::print_graph(policy, &graph, lookups, at, args.decide.json)?;
+    Ok(if graph.accepted() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -106,6 +106,12 @@ pub enum Why {
         /// What it states.
         stated: Actual,
     },
+    /// Recursive verification: the statement carries no build trace
+    /// (version 1), so nothing vouches for its inputs.
+    NoTrace,
+    /// Recursive verification: its build trace names inputs that are not
+    /// trusted; each, with why.
+    UntrustedInputs(Vec<crate::graph::UntrustedInput>),
 }
 
 /// A bundle that was not counted, with every reason.
@@ -196,6 +202,19 @@ impl core::fmt::Display for Why {
                 digest(counted)
             ),
             Why::Conflicting { stated } => write!(f, "states {}", digest(stated)),
+            Why::NoTrace => f.write_str(
+                "its statement has no build trace (version 1): nothing vouches for its inputs",
+            ),
+            Why::UntrustedInputs(inputs) => {
+                write!(f, "its build used {} untrusted input(s): ", inputs.len())?;
+                for (i, u) in inputs.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{u}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -234,6 +253,8 @@ impl Why {
             Why::Duplicate { .. } => "duplicate",
             Why::Dissent { .. } => "dissent",
             Why::Conflicting { .. } => "conflicting",
+            Why::NoTrace => "no_trace",
+            Why::UntrustedInputs(_) => "untrusted_inputs",
         }
     }
 }
@@ -332,6 +353,19 @@ impl Policy {
         actual: Option<Actual>,
         bundles: Vec<(String, Result<VerifiedBundle, Refusal>)>,
     ) -> Decision {
+        self.decide_with(subject, actual, bundles, |_| Vec::new())
+    }
+
+    /// [`Policy::decide`], where `more` gives further reasons a verified
+    /// bundle's builder cannot count (recursive verification: its build
+    /// trace names an input that is not trusted).
+    pub fn decide_with(
+        &self,
+        subject: &Subject,
+        actual: Option<Actual>,
+        bundles: Vec<(String, Result<VerifiedBundle, Refusal>)>,
+        mut more: impl FnMut(&VerifiedBundle) -> Vec<Why>,
+    ) -> Decision {
         let t = &self.threshold;
         let mut excluded = Vec::new();
         // Builders that pass every check but the digest (contenders), and
@@ -373,6 +407,9 @@ impl Policy {
                 seen_keys.push(s.worker_key);
             }
             reasons.extend(self.ineligible(&v));
+            if reasons.is_empty() {
+                reasons.extend(more(&v));
+            }
             let stated = Actual {
                 sha256: s.sha256,
                 size: s.size,

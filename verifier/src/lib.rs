@@ -24,6 +24,7 @@ mod decide;
 mod der;
 mod error;
 mod evidence;
+mod graph;
 mod hash;
 mod merkle;
 #[cfg(unix)]
@@ -54,6 +55,9 @@ pub use crl::{Crl, MAX_CRL_SIZE};
 pub use decide::{Actual, Builder, Claim, Decision, Excluded, Reason, Why};
 pub use error::{CertRole, Error, Finding, Refusal, Rejection, Role};
 pub use evidence::{AzureEvidence, Evidence, PcrValue, SnpEvidence, TpmEvidence};
+pub use graph::{
+    BundleLookup, Found, GraphDecision, GraphRoot, Problem, UntrustedInput, decide_graph,
+};
 pub use hash::{sha256, tpm_algorithm, tpm_digest};
 pub use merkle::{
     EMPTY_ROOT, Hash, MAX_CONSISTENCY_PROOF, MAX_INCLUSION_PROOF, ProofFailure, hash_from_slice,
@@ -62,9 +66,9 @@ pub use merkle::{
 };
 pub use nixsig::NixFailure;
 pub use policy::{
-    AbiVersion, Age, Builders, CheckpointPolicy, Distinct, Hex, MAX_POLICY_SIZE, Measurements,
-    MinTcb, NamedBuilder, Policy, ReferenceMatch, RootPin, Signer, SnpPolicy, Threshold, TpmPolicy,
-    Unproven, VerifiedReport,
+    AbiVersion, Age, Builders, CheckpointPolicy, Distinct, GraphPolicy, Hex, MAX_POLICY_SIZE,
+    Measurements, MinTcb, NamedBuilder, Policy, ReferenceMatch, RootPin, Signer, SnpPolicy,
+    Threshold, TpmPolicy, Unproven, VerifiedReport,
 };
 pub use statement::{
     MAX_REFERENCES, MAX_STATEMENT_SIZE, STATEMENT_CONTENT_TYPE, STATEMENT_VERSION, Statement,

@@ -233,6 +233,14 @@ pub fn verify(
         })
 }
 
+/// Check that `line` is a public key as Nix writes one (`name:base64` of
+/// 32 bytes).
+pub fn check_public_key_line(line: &str) -> Result<(), Error> {
+    parse_line("public key", line, PUBLIC_KEY_LEN)
+        .map(|_| ())
+        .map_err(Error::from)
+}
+
 /// The narinfo a Nix binary cache serves for `store_path`, whose NAR has
 /// SHA-256 `sha256` and `size` bytes, with its NAR
 /// stored uncompressed, byte for byte as Nix 2.8 writes it

@@ -65,6 +65,10 @@ pub struct Policy {
     /// measured (default), or whatever software it ran (`"any"`).
     #[serde(default)]
     pub measurements: Measurements,
+    /// Recursive verification: whether to decide on inputs too (the
+    /// substituter's default), and the roots of the build graph.
+    #[serde(default)]
+    pub graph: GraphPolicy,
     /// The keys the policy file set (`"snp.max_vmpl"`, `"measurements"`),
     /// filled by [`Policy::from_toml`] and [`Policy::load`], so that a
     /// command can refuse a key it cannot apply
@@ -98,9 +102,30 @@ impl Default for Policy {
             threshold: Threshold::default(),
             checkpoint: CheckpointPolicy::default(),
             measurements: Measurements::Pinned,
+            graph: GraphPolicy::default(),
             keys: Vec::new(),
         }
     }
+}
+
+/// The `[graph]` section: recursive verification over build traces
+/// (docs/policy.md).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GraphPolicy {
+    /// Decide recursively by default (`provenix substituter`;
+    /// `provenix verify` asks with `--recursive`).
+    #[serde(default)]
+    pub recursive: bool,
+    /// Store paths trusted without statements: the graph's roots (a
+    /// bootstrap set).
+    #[serde(default)]
+    pub trusted_paths: std::collections::BTreeSet<String>,
+    /// Plain Nix public keys (`name:base64`): a path a cache serves with a
+    /// valid signature by one of them, stating the NAR hash a trace
+    /// recorded, is a root.
+    #[serde(default)]
+    pub trusted_nix_keys: Vec<String>,
 }
 
 /// A further trusted root.
@@ -630,6 +655,14 @@ impl Policy {
             }
         }
         policy.threshold.check()?;
+        for path in &policy.graph.trusted_paths {
+            crate::storepath::check_path(path)
+                .map_err(|e| Error::Policy(format!("graph.trusted_paths: {e}")))?;
+        }
+        for key in &policy.graph.trusted_nix_keys {
+            crate::nixsig::check_public_key_line(key)
+                .map_err(|e| Error::Policy(format!("graph.trusted_nix_keys: {e}")))?;
+        }
         let snp = &mut policy.snp;
         snp.manifests = snp
             .reference_values

@@ -51,7 +51,7 @@ pub struct Trace {
 }
 
 /// One store path the build could read.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TraceInput {
     /// The store path.
     pub path: String,
@@ -62,7 +62,7 @@ pub struct TraceInput {
 }
 
 /// A content-addressed input: what its store path is made from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Content {
     /// Method, algorithm and the content's hash, computed by the worker.
     pub address: ContentAddress,

@@ -17,13 +17,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 mod common;
 
-use common::{Daemon, nix_available, provenix_bin, wait_for};
+use common::{Daemon, nix_available, provenix_bin, sim_policy_file, wait_for};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_provenix-worker");
 
@@ -35,24 +35,6 @@ fn success(out: Output, what: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// A policy trusting the simulator's roots, one builder required.
-fn sim_policy(dir: &Path) -> PathBuf {
-    let mut text = String::from("trust_amd_roots = false\n");
-    for (product, sha256) in provenix_firmware::sim::sim_ark_fingerprints() {
-        text.push_str(&format!(
-            "[[roots]]\nname = \"sim\"\nproduct = \"{product}\"\nsha256 = \"{}\"\n",
-            hex::encode(sha256)
-        ));
-    }
-    text.push_str(&format!(
-        "[snp]\nmeasurements = [\"{}\"]\n[threshold]\nm = 1\n",
-        hex::encode(provenix_firmware::sim::SIM_MEASUREMENT)
-    ));
-    let path = dir.join("policy.toml");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 /// Puts a tampered store file back as it was, even when the test fails.
@@ -154,7 +136,7 @@ fn a_closure_verifies_from_every_source_and_a_tampered_path_is_rejected() {
         "provenix-worker export",
     );
 
-    let policy = sim_policy(&tmp);
+    let policy = sim_policy_file(&tmp.join("policy.toml"), "");
     let verify = |source: &[&str], extra: &[&str]| {
         let out = Command::new(&provenix)
             .args(["verify", "--closure", "--store-path", &root, "--policy"])

@@ -53,6 +53,8 @@ pub(crate) struct Narinfo {
     /// `References:`: base names (`<hash>-<name>`), as Nix writes them;
     /// absent is none, as Nix reads it.
     pub(crate) references: Vec<String>,
+    /// `Sig:` values, each `name:base64`, unchecked.
+    pub(crate) sigs: Vec<String>,
 }
 
 impl Cache {
@@ -87,6 +89,62 @@ impl Cache {
             bytes,
             narinfos: vec![narinfo],
         })
+    }
+
+    /// [`Cache::fetch`], where a path the cache does not have (no narinfo
+    /// or no bundle: HTTP 404, or no such file) is `None`, not an error:
+    /// in a build graph most caches lack most paths, and a plain Nix cache
+    /// has no bundles.
+    pub(crate) fn fetch_if_present(&self, store_path: &str) -> Result<Option<Fetched>> {
+        let (_, base) = store_path_parts(store_path)?;
+        let Some(narinfo) = self.fetch_narinfo_if_present(store_path)? else {
+            return Ok(None);
+        };
+        let bundle_name = format!("{}.provenix", url_escape(base));
+        Ok(self
+            .get_if_present(&bundle_name, MAX_BUNDLE_SIZE)?
+            .map(|bytes| Fetched {
+                source: format!("{}/{bundle_name}", self.url),
+                bytes,
+                narinfos: vec![narinfo],
+            }))
+    }
+
+    /// The narinfo of `store_path`, if the cache has one.
+    pub(crate) fn fetch_narinfo_if_present(&self, store_path: &str) -> Result<Option<Narinfo>> {
+        let (hash, _) = store_path_parts(store_path)?;
+        let name = format!("{hash}.narinfo");
+        self.get_if_present(&name, MAX_NARINFO)?
+            .map(|text| Narinfo::parse(&format!("{}/{name}", self.url), &text))
+            .transpose()
+    }
+
+    /// [`Cache::get`], `None` when the cache has no such file.
+    fn get_if_present(&self, name: &str, limit: usize) -> Result<Option<Vec<u8>>> {
+        let missing = match &self.kind {
+            Kind::File(dir) => !dir.join(name).exists(),
+            Kind::Http(agent) => {
+                let url = format!("{}/{name}", self.url);
+                match agent.get(&url).call() {
+                    Err(ureq::Error::StatusCode(404)) => true,
+                    Err(e) => return Err(http_error(&url, e)),
+                    Ok(mut response) => {
+                        return response
+                            .body_mut()
+                            .with_config()
+                            .limit(u64::try_from(limit).unwrap_or(u64::MAX))
+                            .read_to_vec()
+                            .map(Some)
+                            .map_err(|e| http_error(&url, e));
+                    }
+                }
+            }
+        };
+        if missing {
+            Ok(None)
+        } else {
+            self.get(name, limit).map(Some)
+        }
     }
 
     /// The bytes of `name` in the cache, at most `limit` of them.
@@ -196,6 +254,7 @@ impl Narinfo {
         let mut nar_hash = None;
         let mut nar_size = None;
         let mut references = None;
+        let mut sigs = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let lineno = n.saturating_add(1);
             if line.is_empty() {
@@ -214,6 +273,10 @@ impl Narinfo {
                 "NarHash" => &mut nar_hash,
                 "NarSize" => &mut nar_size,
                 "References" => &mut references,
+                "Sig" => {
+                    sigs.push(value.to_owned());
+                    continue;
+                }
                 _ => continue,
             };
             if slot.replace(value.to_owned()).is_some() {
@@ -251,6 +314,7 @@ impl Narinfo {
             nar_hash,
             nar_size,
             references,
+            sigs,
         })
     }
 

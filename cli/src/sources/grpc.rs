@@ -12,7 +12,7 @@
 //! and proofs are checked by whoever asks for them. Each call has a time
 //! limit; answers are bounded by tonic's decoding limit.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -236,8 +236,34 @@ impl std::error::Error for CallError {}
 pub(crate) fn bundles_for(
     api: &LogApi,
     wanted: &HashSet<&str>,
-    mut progress: impl FnMut(u64, u64),
+    progress: impl FnMut(u64, u64),
 ) -> Result<Vec<Fetched>> {
+    let index = subjects(api, |p| wanted.contains(p), progress)?;
+    let mut matching: Vec<u64> = index.into_values().flatten().collect();
+    matching.sort_unstable();
+    matching
+        .into_iter()
+        .map(|index| bundle(api, index))
+        .collect()
+}
+
+/// The bundle of entry `index` of the worker's log.
+pub(crate) fn bundle(api: &LogApi, index: u64) -> Result<Fetched> {
+    Ok(Fetched {
+        source: format!("{}#{index}", api.url()),
+        bytes: api.bundle(index)?,
+        narinfos: Vec::new(),
+    })
+}
+
+/// Which entries of the worker's log are about which store path, for the
+/// paths `keep` selects: the log is read from the start, each entry's
+/// statement decoded (unverified) to see what it is about.
+pub(crate) fn subjects(
+    api: &LogApi,
+    keep: impl Fn(&str) -> bool,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<HashMap<String, Vec<u64>>> {
     let (size, _) = api.head()?;
     if size > MAX_SCAN {
         bail!(
@@ -245,29 +271,21 @@ pub(crate) fn bundles_for(
             api.url()
         );
     }
-    let mut matching = Vec::new();
+    let mut index: HashMap<String, Vec<u64>> = HashMap::new();
     let mut next = 0u64;
     while next < size {
         let entries = api.entries(next, size)?;
         for entry in entries {
             if let Some(Subject::StorePath(p)) = statement_subject(&entry)
-                && wanted.contains(p.as_str())
+                && keep(&p)
             {
-                matching.push(next);
+                index.entry(p).or_default().push(next);
             }
             next = next.saturating_add(1);
         }
         progress(next, size);
     }
-    let mut out = Vec::with_capacity(matching.len());
-    for index in matching {
-        out.push(Fetched {
-            source: format!("{}#{index}", api.url()),
-            bytes: api.bundle(index)?,
-            narinfos: Vec::new(),
-        });
-    }
-    Ok(out)
+    Ok(index)
 }
 
 /// A channel to `url`, plaintext only to a Unix socket or loopback.

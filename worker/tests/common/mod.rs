@@ -112,6 +112,31 @@ pub fn provenix_bin() -> PathBuf {
     dir.join("provenix")
 }
 
+/// Write the policy file `path`: the simulator's roots and measurement
+/// trusted, `extra` TOML after that (one builder required unless it has a
+/// `[threshold]`).
+pub fn sim_policy_file(path: &Path, extra: &str) -> PathBuf {
+    let mut text = String::from("trust_amd_roots = false\n");
+    for (product, sha256) in provenix_firmware::sim::sim_ark_fingerprints() {
+        text.push_str(&format!(
+            "[[roots]]\nname = \"sim\"\nproduct = \"{product}\"\nsha256 = \"{}\"\n",
+            hex::encode(sha256)
+        ));
+    }
+    text.push_str(&format!(
+        "[snp]\nmeasurements = [\"{}\"]\n{}",
+        hex::encode(provenix_firmware::sim::SIM_MEASUREMENT),
+        if extra.contains("[threshold]") {
+            ""
+        } else {
+            "[threshold]\nm = 1\n"
+        }
+    ));
+    text.push_str(extra);
+    std::fs::write(path, text).unwrap();
+    path.to_owned()
+}
+
 /// The shared data folder (`PROVENIX_SHARED`, default `../shared` beside
 /// the repository) when it holds `sub`; else SKIP, or with `CI=true` a
 /// failure.

@@ -1,0 +1,351 @@
+//! Build traces and `provenix verify --recursive` end to end with Debian's
+//! real Nix (2.8), as issue 12 asks: a source (`builtins.path`) and a
+//! fixed-output fetch, then three levels of derivations (a, b, c), built
+//! once and submitted through the post-build hook to three workers
+//! (`provenix-worker serve`, simulated platforms, distinct chips).
+//!
+//! 1. The honest graph is accepted, 2 of 3 distinct chips, recursively:
+//!    the source and the fixed output check themselves from their hashes
+//!    alone (nothing is looked up for them), a and b are decided once
+//!    although every trace names them.
+//! 2. A third worker whose store held a doctored b (imported under b's
+//!    path, as a poisoned cache would deliver it) builds and attests c.
+//!    Its trace records the doctored hash: with all three workers' caches
+//!    c is still accepted from the two honest ones, and the third is not
+//!    counted, the reason naming b, the hash the trace recorded and the
+//!    hash the trusted builders state. With its cache alone, c is
+//!    rejected (exit 1), naming b. No local store path is needed.
+//!
+//! Needs root (a writable /nix/store) and the Nix tools on PATH; without
+//! them it prints `SKIP: ...` and passes, unless CI=true.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+mod common;
+
+use common::{Daemon, nix_available, provenix_bin, sim_policy_file, wait_for};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_provenix-worker");
+
+fn success(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn run(cmd: &mut Command, what: &str) -> String {
+    success(cmd.output().unwrap(), what)
+}
+
+/// One simulated worker: its daemon and hook socket.
+struct Worker {
+    socket: PathBuf,
+    cache: PathBuf,
+    _daemon: Daemon,
+}
+
+impl Worker {
+    fn start(dir: &Path, name: &str) -> Worker {
+        let home = dir.join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        let socket = home.join("hook.sock");
+        let child = Command::new(WORKER)
+            .args(["serve", "--platform", "sim", "--checkpoint-ms", "100"])
+            .arg("--state")
+            .arg(home.join("state"))
+            .arg("--socket")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let daemon = Daemon(child, home.join("state"));
+        wait_for(&socket);
+        Worker {
+            socket,
+            cache: dir.join(format!("{name}-cache")),
+            _daemon: daemon,
+        }
+    }
+
+    /// Submit a build as Nix's post-build hook does.
+    fn hook(&self, drv: &str, outs: &[String]) {
+        run(
+            Command::new(WORKER)
+                .args(["hook", "--socket"])
+                .arg(&self.socket)
+                .env("DRV_PATH", drv)
+                .env("OUT_PATHS", outs.join(" ")),
+            "provenix-worker hook",
+        );
+    }
+
+    /// Export the bundles of `paths` into this worker's binary cache.
+    fn export(&self, paths: &[&str]) {
+        run(
+            Command::new(WORKER)
+                .arg("export")
+                .arg("--socket")
+                .arg(&self.socket)
+                .arg("--out")
+                .arg(&self.cache)
+                .arg("--cache")
+                .arg(&self.cache)
+                .args(paths),
+            "provenix-worker export",
+        );
+    }
+
+    fn cache_url(&self) -> String {
+        format!("file://{}", self.cache.display())
+    }
+}
+
+fn outputs(drv: &str) -> Vec<String> {
+    run(
+        Command::new("nix-store").args(["--query", "--outputs", drv]),
+        "nix-store -q --outputs",
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+fn nar_sha256(path: &str) -> [u8; 32] {
+    provenix_worker::nar::hash_path(Path::new(path))
+        .unwrap()
+        .sha256
+}
+
+#[test]
+fn a_doctored_input_is_named_and_the_honest_graph_is_accepted() {
+    if !nix_available("build_trace") {
+        return;
+    }
+    let provenix = provenix_bin();
+    let tmp = common::TempDir::new("build-trace");
+    let dir = tmp.path();
+    let tag = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("file"), format!("source {tag}\n")).unwrap();
+    let fod_content = format!("fetched {tag}\n");
+    let fod_hash = hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        fod_content.as_bytes(),
+    ));
+    // Each level refers to the one below, so c's build-time closure is b,
+    // a, the source and the fixed output.
+    let expression = format!(
+        r#"let
+             mk = n: s: derivation {{ name = "provenix-trace-${{n}}-{tag}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" s ]; }};
+             src = builtins.path {{ path = {src}; name = "provenix-trace-src-{tag}"; }};
+             fod = derivation {{ name = "provenix-trace-fod-{tag}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "printf 'fetched {tag}\n' > $out" ]; outputHashMode = "flat"; outputHashAlgo = "sha256"; outputHash = "{fod_hash}"; }};
+             a = mk "a" "cat ${{src}}/file ${{fod}} > $out; echo ${{src}} ${{fod}} >> $out";
+             b = mk "b" "cat ${{a}} > $out; echo level-b-{tag} ${{a}} >> $out";
+             c = mk "c" "cat ${{b}} > $out; echo ${{b}} >> $out";
+           in [ a b c ]"#,
+        src = src.display()
+    );
+    let drvs: Vec<String> = run(
+        Command::new("nix-instantiate").args(["--expr", &expression]),
+        "nix-instantiate",
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(drvs.len(), 3, "{drvs:?}");
+    run(
+        Command::new("nix-store")
+            .args(["--option", "sandbox", "false"])
+            .args(["--option", "substituters", ""])
+            .args(["--option", "post-build-hook", ""])
+            .arg("--realise")
+            .args(&drvs),
+        "nix-store --realise",
+    );
+    let outs: Vec<Vec<String>> = drvs.iter().map(|d| outputs(d)).collect();
+    let [a, b, c] = [&outs[0][0], &outs[1][0], &outs[2][0]].map(String::as_str);
+
+    let workers: Vec<Worker> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|n| Worker::start(dir, n))
+        .collect();
+    // Every worker attests a; the first two also b and c.
+    for (i, w) in workers.iter().enumerate() {
+        let levels = if i < 2 { 3 } else { 1 };
+        for (drv, out) in drvs.iter().zip(&outs).take(levels) {
+            w.hook(drv, out);
+        }
+    }
+    for w in &workers[..2] {
+        w.export(&[a, b, c]);
+    }
+    workers[2].export(&[a]);
+
+    // The checkpoint memory of a user who first looks after the attack:
+    // the third worker's export of c carries no proof that its log grew
+    // consistently from the checkpoint of its export of a.
+    let phase = std::cell::Cell::new(1);
+    let verify = |policy: &Path, caches: &[&Worker], json: bool| {
+        let mut cmd = Command::new(&provenix);
+        cmd.args(["verify", "--recursive", "--store-path", c, "--policy"])
+            .arg(policy)
+            .arg("--checkpoint-cache")
+            .arg(dir.join(format!("memory-{}", phase.get())));
+        for w in caches {
+            cmd.args(["--cache", &w.cache_url()]);
+        }
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let two_of_three = sim_policy_file(&dir.join("two.toml"), "[threshold]\nm = 2\n");
+    let one = sim_policy_file(&dir.join("one.toml"), "");
+
+    // 1. The honest graph, with c in the local store.
+    let all: Vec<&Worker> = workers.iter().collect();
+    let (code, out, err) = verify(&two_of_three, &all, true);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["verdict"], "accepted", "{out}");
+    assert_eq!(v["subjects"][0]["counted"].as_array().unwrap().len(), 2);
+    let graph = &v["graph"];
+    // Only a, b and c needed decisions; the source and the fixed output
+    // checked themselves, and nothing was looked up for them.
+    let decided: Vec<&str> = graph["decided"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["subject"]["name"].as_str().unwrap())
+        .collect();
+    let mut expected = vec![a, b, c];
+    expected.sort_unstable();
+    assert_eq!(decided, expected, "{graph}");
+    assert_eq!(graph["paths_looked_up"], 3, "{graph}");
+    assert_eq!(graph["content_addressed"], 2, "{graph}");
+    for d in graph["decided"].as_array().unwrap() {
+        assert_eq!(d["verdict"], "accepted", "{d}");
+    }
+
+    // 2. Doctor b in the store, as a poisoned cache would: the same path,
+    // other bytes, registered consistently (Nix hashes what it imports).
+    let honest_b = nar_sha256(b);
+    let export = Command::new("nix-store")
+        .args(["--export", b])
+        .output()
+        .unwrap();
+    let mut image = success_bytes(export, "nix-store --export");
+    let marker = format!("level-b-{tag}");
+    let at = find(&image, marker.as_bytes()).expect("b's content in its export");
+    image[at..at + 5].copy_from_slice(b"LEVEL");
+    run(
+        Command::new("nix-store").args(["--delete", c, b]),
+        "nix-store --delete",
+    );
+    let mut import = Command::new("nix-store")
+        .arg("--import")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    import.stdin.take().unwrap().write_all(&image).unwrap();
+    success(import.wait_with_output().unwrap(), "nix-store --import");
+    let doctored_b = nar_sha256(b);
+    assert_ne!(doctored_b, honest_b);
+    // The third worker builds c on it and attests it; then c leaves the
+    // local store, so the verifier has only what builders state.
+    run(
+        Command::new("nix-store")
+            .args(["--option", "sandbox", "false"])
+            .args(["--option", "substituters", ""])
+            .args(["--option", "post-build-hook", ""])
+            .args(["--realise", &drvs[2]]),
+        "nix-store --realise c on the doctored b",
+    );
+    workers[2].hook(&drvs[2], &outs[2]);
+    workers[2].export(&[c]);
+    run(
+        Command::new("nix-store").args(["--delete", c, b]),
+        "nix-store --delete",
+    );
+    assert!(!Path::new(c).exists());
+    phase.set(2);
+
+    let (code, out, err) = verify(&two_of_three, &all, false);
+    assert_eq!(code, 0, "{out}{err}");
+    let recorded = provenix_verifier::nixsig::nar_hash(&doctored_b);
+    let trusted = provenix_verifier::nixsig::nar_hash(&honest_b);
+    let line = out
+        .lines()
+        .find(|l| l.contains("not counted") && l.contains("untrusted input"))
+        .unwrap_or_else(|| panic!("no exclusion for the doctored trace: {out}"));
+    assert!(
+        line.contains(&format!("{b} (the trace recorded {recorded})"))
+            && line.contains(&format!("state {trusted}")),
+        "{line}"
+    );
+    let (code, out, err) = verify(&two_of_three, &all, true);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let excluded = v["subjects"][0]["excluded"].as_array().unwrap();
+    let untrusted = excluded
+        .iter()
+        .flat_map(|e| e["reasons"].as_array().unwrap())
+        .find(|r| r["code"] == "untrusted_inputs")
+        .unwrap_or_else(|| panic!("{out}"));
+    let input = &untrusted["inputs"][0];
+    assert_eq!(input["path"], b);
+    assert_eq!(input["recorded_sha256"], hex::encode(doctored_b));
+    assert_eq!(input["problem"]["code"], "other_hash");
+    assert_eq!(
+        input["problem"]["accepted"]["sha256"],
+        hex::encode(honest_b)
+    );
+    assert_eq!(input["problem"]["builders"].as_array().unwrap().len(), 2);
+
+    // Its cache alone: c is rejected, and the reason names b.
+    let (code, out, err) = verify(&one, &[&workers[2]], false);
+    eprintln!("{out}");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains(&format!("REJECTED {c}")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{b} (the trace recorded {recorded}): not accepted under the policy"
+        )),
+        "{out}"
+    );
+}
+
+fn success_bytes(out: Output, what: &str) -> Vec<u8> {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
