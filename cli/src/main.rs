@@ -22,6 +22,7 @@ mod recursive;
 mod report;
 mod show;
 mod sources;
+mod substituter;
 mod verify;
 
 /// Verify Provenix hardware evidence.
@@ -83,6 +84,12 @@ enum Command {
     /// (an artifact, a local store path, or what the bundles name), under
     /// the policy's `[threshold]`. Exit 0 accepted, 1 rejected, 2 error.
     Verify(verify::VerifyArgs),
+    /// Serve a binary cache to a plain Nix that holds only what the policy
+    /// accepts: each narinfo decided from the upstreams' bundles (M of N,
+    /// recursively with `[graph] recursive`), re-signed with this
+    /// substituter's key; rejected paths are 404, with the reason at
+    /// `/why/<hash>`. Runs until killed.
+    Substituter(substituter::SubstituterArgs),
     /// Summarise reproducibility per derivation over bundles: who built
     /// each output, which NAR hashes they state, and whether they agree.
     /// Exit 0 no disagreement, 1 builders disagree, 2 error.
@@ -180,6 +187,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Verify(args) => verify::run(args),
+        Command::Substituter(args) => substituter::run(args),
         Command::Report(args) => report::run(args),
         Command::Measure { what } => measure::run(what),
         Command::Export { what } => export::run(what),

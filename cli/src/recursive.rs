@@ -22,7 +22,7 @@ pub(crate) type Check<'a> =
 /// Every source of bundles, asked path by path.
 pub(crate) struct Sources<'a> {
     /// Bundle files, by the store path their statement claims.
-    pub(crate) files: HashMap<String, Vec<Fetched>>,
+    pub(crate) files: &'a HashMap<String, Vec<Fetched>>,
     /// Binary caches.
     pub(crate) caches: &'a [Cache],
     /// Workers' log APIs, each with which entries are about which path.
@@ -38,8 +38,7 @@ pub(crate) struct Sources<'a> {
 impl BundleLookup for Sources<'_> {
     fn bundles(&mut self, path: &str) -> provenix_verifier::Found {
         self.lookups = self.lookups.saturating_add(1);
-        // Each path is looked up once: its files are handed over.
-        let mut found: Vec<Fetched> = self.files.remove(path).unwrap_or_default();
+        let mut found: Vec<Fetched> = self.files.get(path).cloned().unwrap_or_default();
         for cache in self.caches {
             match cache.fetch_if_present(path) {
                 Ok(Some(f)) => found.push(f),

@@ -402,7 +402,6 @@ pub(crate) fn print_graph(
 ) -> anyhow::Result<()> {
     use provenix_verifier::GraphRoot;
     let decisions = graph.decisions();
-    let accepted = decisions.iter().filter(|d| d.accepted()).count();
     let root_json = |(path, root): &(String, GraphRoot)| match root {
         GraphRoot::Named => json!({"path": path, "trusted_as": "named"}),
         GraphRoot::SignedBy(key) => json!({"path": path, "trusted_as": "signed", "key": key}),
@@ -419,26 +418,38 @@ pub(crate) fn print_graph(
         return Ok(());
     }
     print_decision(policy, graph.decision());
-    println!(
+    print!("{}", graph_text(graph));
+    Ok(())
+}
+
+/// What `--recursive` adds below the target's decision: the graph's
+/// figures, its roots, and every input that was not accepted, with why.
+pub(crate) fn graph_text(graph: &provenix_verifier::GraphDecision) -> String {
+    use provenix_verifier::GraphRoot;
+    let mut out = String::new();
+    let decisions = graph.decisions();
+    let accepted = decisions.iter().filter(|d| d.accepted()).count();
+    let _ = writeln!(
+        out,
         "  build graph: {} path(s) decided, {accepted} accepted; {} content-addressed input(s) checked themselves; {} root(s)",
         decisions.len(),
         graph.content_addressed(),
         graph.roots().len()
     );
     for (path, root) in graph.roots() {
-        match root {
-            GraphRoot::Named => println!("  root {path}: named in the policy"),
-            GraphRoot::SignedBy(key) => println!("  root {path}: signed by {key}"),
-        }
+        let _ = match root {
+            GraphRoot::Named => writeln!(out, "  root {path}: named in the policy"),
+            GraphRoot::SignedBy(key) => writeln!(out, "  root {path}: signed by {key}"),
+        };
     }
     // Inputs that were not accepted, each once, for the user to look at.
     for d in decisions
         .iter()
         .filter(|d| !d.accepted() && d.subject() != graph.decision().subject())
     {
-        println!("  input {} is not accepted:", d.subject().name());
+        let _ = writeln!(out, "  input {} is not accepted:", d.subject().name());
         for r in d.reasons() {
-            println!("    - {r}");
+            let _ = writeln!(out, "    - {r}");
         }
         for e in d.excluded() {
             let who = e.builder.as_ref().map_or_else(
@@ -446,10 +457,10 @@ pub(crate) fn print_graph(
                 |b| format!("{} ({})", b.name, b.source),
             );
             let why: Vec<String> = e.reasons.iter().map(ToString::to_string).collect();
-            println!("    - not counted: {who}: {}", why.join("; "));
+            let _ = writeln!(out, "    - not counted: {who}: {}", why.join("; "));
         }
     }
-    Ok(())
+    out
 }
 
 /// The `--json` document of `provenix verify` (docs/verify.md).
@@ -484,7 +495,11 @@ fn decisions_json(
 
 /// One decision as text: a verdict line, the builders counted, every
 /// bundle not counted and why, the misses and any disagreement.
-fn print_decision(policy: &provenix_verifier::Policy, d: &provenix_verifier::Decision) {
+pub(crate) fn decision_text(
+    policy: &provenix_verifier::Policy,
+    d: &provenix_verifier::Decision,
+) -> String {
+    let mut out = String::new();
     {
         let names = |bs: &[provenix_verifier::Builder]| {
             bs.iter()
@@ -507,7 +522,7 @@ fn print_decision(policy: &provenix_verifier::Policy, d: &provenix_verifier::Dec
         if counted > 0 {
             let _ = write!(line, " ({})", names(d.counted()));
         }
-        println!("{line}");
+        let _ = writeln!(out, "{line}");
         if d.accepted() {
             let mut commits: Vec<&str> = d
                 .counted()
@@ -516,18 +531,19 @@ fn print_decision(policy: &provenix_verifier::Policy, d: &provenix_verifier::Dec
                 .collect();
             commits.sort_unstable();
             commits.dedup();
-            println!("  built from source commit {}", commits.join(", "));
+            let _ = writeln!(out, "  built from source commit {}", commits.join(", "));
             if policy.measurements == provenix_verifier::Measurements::Any {
-                println!(
+                let _ = writeln!(
+                    out,
                     "  WARNING: the policy accepts any software (measurements = \"any\"): what the builders ran was not checked"
                 );
             }
         }
         for r in d.reasons() {
-            println!("  - {r}");
+            let _ = writeln!(out, "  - {r}");
         }
         if !d.missing().is_empty() {
-            println!("  - no statement from: {}", d.missing().join(", "));
+            let _ = writeln!(out, "  - no statement from: {}", d.missing().join(", "));
         }
         for e in d.excluded() {
             let who = e.builder.as_ref().map_or_else(
@@ -535,12 +551,13 @@ fn print_decision(policy: &provenix_verifier::Policy, d: &provenix_verifier::Dec
                 |b| format!("{} ({})", b.name, b.source),
             );
             let why: Vec<String> = e.reasons.iter().map(ToString::to_string).collect();
-            println!("  - not counted: {who}: {}", why.join("; "));
+            let _ = writeln!(out, "  - not counted: {who}: {}", why.join("; "));
         }
         if !d.disagreement().is_empty() {
-            println!("  - builders disagree:");
+            let _ = writeln!(out, "  - builders disagree:");
             for c in d.disagreement() {
-                println!(
+                let _ = writeln!(
+                    out,
                     "      sha256:{} ({} bytes): {}",
                     hex::encode(c.digest.sha256),
                     c.digest.size,
@@ -549,4 +566,9 @@ fn print_decision(policy: &provenix_verifier::Policy, d: &provenix_verifier::Dec
             }
         }
     }
+    out
+}
+
+fn print_decision(policy: &provenix_verifier::Policy, d: &provenix_verifier::Decision) {
+    print!("{}", decision_text(policy, d));
 }

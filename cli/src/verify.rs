@@ -507,25 +507,13 @@ fn run_recursive(
     let proofs = crate::checkpoints::proofs(&args.decide.checkpoints, &dirs, &asked)?;
     let mut screen_error: Option<anyhow::Error> = None;
     let check = |path: &str, fetched: Vec<Fetched>| {
-        let mut found = FoundList::new();
-        for f in fetched {
-            found.add(f, Some(Subject::StorePath(path.to_owned())), false);
-        }
-        let found = found.into_vec();
-        let input = found
-            .iter()
-            .map(|f| (f.source.clone(), f.bytes.as_slice(), check(f, &memo)))
-            .collect();
-        match crate::checkpoints::screen(&args.decide.checkpoints, policy, at, &proofs, input) {
-            Ok(screened) => screened,
-            Err(e) => {
-                screen_error.get_or_insert(e);
-                Vec::new()
-            }
-        }
+        check_found(path, fetched, &memo, &args.decide.checkpoints, &proofs).unwrap_or_else(|e| {
+            screen_error.get_or_insert(e);
+            Vec::new()
+        })
     };
     let mut lookup = crate::recursive::Sources {
-        files,
+        files: &files,
         caches: &caches,
         workers,
         check: Box::new(check),
@@ -547,6 +535,28 @@ fn run_recursive(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The bundles sources found for the store path `path`, each verified
+/// once (the same bytes from two sources are one bundle), its narinfos
+/// checked against it and its checkpoint screened against the memory.
+pub(crate) fn check_found(
+    path: &str,
+    fetched: Vec<Fetched>,
+    memo: &BundleVerifier<'_>,
+    checkpoints: &crate::checkpoints::CheckpointArgs,
+    proofs: &crate::checkpoints::Proofs<'_>,
+) -> Result<provenix_verifier::Found> {
+    let mut found = FoundList::new();
+    for f in fetched {
+        found.add(f, Some(Subject::StorePath(path.to_owned())), false);
+    }
+    let found = found.into_vec();
+    let input = found
+        .iter()
+        .map(|f| (f.source.clone(), f.bytes.as_slice(), check(f, memo)))
+        .collect();
+    crate::checkpoints::screen(checkpoints, memo.policy(), memo.at(), proofs, input)
 }
 
 /// Verify one bundle, then check every narinfo served beside it against

@@ -174,6 +174,16 @@ impl<'a> BundleVerifier<'a> {
         }
     }
 
+    /// The policy bundles are appraised against.
+    pub fn policy(&self) -> &'a Policy {
+        self.policy
+    }
+
+    /// The verification time.
+    pub fn at(&self) -> i64 {
+        self.at
+    }
+
     /// Authenticate and appraise `evidence`, or recall that it was.
     fn appraise(&self, evidence: &Evidence, role: Role) -> Result<VerifiedEvidence, Refusal> {
         let key = crate::hash::sha256(&evidence.to_cbor());

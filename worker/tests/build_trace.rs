@@ -150,7 +150,7 @@ fn a_doctored_input_is_named_and_the_honest_graph_is_accepted() {
     // a, the source and the fixed output.
     let expression = format!(
         r#"let
-             mk = n: s: derivation {{ name = "provenix-trace-${{n}}-{tag}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" s ]; }};
+             mk = n: s: derivation {{ name = "provenix-trace-${{n}}-{tag}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "PATH=/usr/bin:/bin; ${{s}}" ]; }};
              src = builtins.path {{ path = {src}; name = "provenix-trace-src-{tag}"; }};
              fod = derivation {{ name = "provenix-trace-fod-{tag}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "printf 'fetched {tag}\n' > $out" ]; outputHashMode = "flat"; outputHashAlgo = "sha256"; outputHash = "{fod_hash}"; }};
              a = mk "a" "cat ${{src}}/file ${{fod}} > $out; echo ${{src}} ${{fod}} >> $out";
@@ -334,6 +334,234 @@ fn a_doctored_input_is_named_and_the_honest_graph_is_accepted() {
         )),
         "{out}"
     );
+}
+
+/// `provenix substituter` in front of the workers' caches, until dropped.
+struct Substituter {
+    child: std::process::Child,
+    url: String,
+    key_line: String,
+}
+
+impl Drop for Substituter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Substituter {
+    fn start(provenix: &Path, dir: &Path, policy: &Path, upstreams: &[&Worker]) -> Substituter {
+        use std::io::BufRead as _;
+        let mut cmd = Command::new(provenix);
+        cmd.args(["substituter", "--listen", "127.0.0.1:0", "--policy"])
+            .arg(policy)
+            .arg("--secret-key")
+            .arg(dir.join("substituter.key"))
+            .arg("--checkpoint-cache")
+            .arg(dir.join("substituter-memory"));
+        for w in upstreams {
+            cmd.args(["--upstream", &w.cache_url()]);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = lines
+            .next()
+            .unwrap()
+            .unwrap()
+            .strip_prefix("substituter: ")
+            .unwrap()
+            .to_owned();
+        let key_line = lines
+            .next()
+            .unwrap()
+            .unwrap()
+            .strip_prefix("trusted-public-keys = ")
+            .unwrap()
+            .to_owned();
+        Substituter {
+            child,
+            url,
+            key_line,
+        }
+    }
+
+    /// `nix-store --realise PATH` into the store `store`, substituting from
+    /// this substituter alone under its key alone.
+    fn realise(&self, store: &Path, path: &str) -> Output {
+        Command::new("nix-store")
+            .arg("--store")
+            .arg(store)
+            .args(["--option", "substituters", &self.url])
+            .args(["--option", "trusted-public-keys", &self.key_line])
+            .args(["--option", "require-sigs", "true"])
+            .args(["--realise", path])
+            .output()
+            .unwrap()
+    }
+
+    fn why(&self, path: &str) -> String {
+        let hash = &path["/nix/store/".len()..][..32];
+        let url = format!("{}/why/{hash}", self.url);
+        let out = Command::new("curl").args(["-s", &url]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Issue 12's substituter with Debian's Nix as its client: accepted paths
+/// are substituted into a separate store and `nix store verify` passes;
+/// a path two builders disagree on, with the policy needing 2 of 3 and the
+/// third missing, is not; a NAR altered in the upstream is cut off and
+/// Nix reports the failure.
+#[test]
+fn a_plain_nix_substitutes_only_what_the_policy_accepts() {
+    if !nix_available("substituter") {
+        return;
+    }
+    let provenix = provenix_bin();
+    let tmp = common::TempDir::new("substituter");
+    let dir = tmp.path();
+    let tag = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    // `varies` writes what a file outside the store says: two builds of
+    // one derivation can differ, as a tampered builder's would.
+    let flag = dir.join("flag");
+    std::fs::write(&flag, "honest\n").unwrap();
+    let expression = format!(
+        r#"let
+             mk = n: s: derivation {{ name = "provenix-subst-${{n}}-{tag}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "PATH=/usr/bin:/bin; ${{s}}" ]; }};
+             a = mk "a" "echo a {tag} > $out";
+             top = mk "top" "cat ${{a}} > $out; echo ${{a}} >> $out";
+             varies = mk "varies" "cat {flag} > $out";
+             altered = mk "altered" "yes x | head -c 300000 > $out";
+           in [ a top varies altered ]"#,
+        flag = flag.display()
+    );
+    let drvs: Vec<String> = run(
+        Command::new("nix-instantiate").args(["--expr", &expression]),
+        "nix-instantiate",
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    let realise = |drv: &str| {
+        run(
+            Command::new("nix-store")
+                .args(["--option", "sandbox", "false"])
+                .args(["--option", "substituters", ""])
+                .args(["--option", "post-build-hook", ""])
+                .args(["--realise", drv]),
+            "nix-store --realise",
+        )
+    };
+    for d in &drvs {
+        realise(d);
+    }
+    let outs: Vec<Vec<String>> = drvs.iter().map(|d| outputs(d)).collect();
+    let [a, top, varies, altered] =
+        [&outs[0][0], &outs[1][0], &outs[2][0], &outs[3][0]].map(String::as_str);
+    let workers: Vec<Worker> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|n| Worker::start(dir, n))
+        .collect();
+    // All three attest a, top and altered; only the first attests varies.
+    for w in &workers {
+        for i in [0, 1, 3] {
+            w.hook(&drvs[i], &outs[i]);
+        }
+    }
+    workers[0].hook(&drvs[2], &outs[2]);
+    workers[0].export(&[a, top, varies, altered]);
+    workers[1].export(&[a, top, altered]);
+    // The third builds varies again and gets other bytes.
+    run(
+        Command::new("nix-store").args(["--delete", varies]),
+        "nix-store --delete",
+    );
+    std::fs::write(&flag, "tampered\n").unwrap();
+    realise(&drvs[2]);
+    workers[2].hook(&drvs[2], &outs[2]);
+    workers[2].export(&[a, top, varies, altered]);
+    // The NAR of altered, changed in every cache (same length).
+    let altered_nar = provenix_verifier::nixsig::nix32(&nar_sha256(altered));
+    for w in &workers {
+        let file = w.cache.join(format!("nar/{altered_nar}.nar"));
+        let mut bytes = std::fs::read(&file).unwrap();
+        let at = find(&bytes, b"x\nx\nx\n").unwrap() + 200_000;
+        bytes[at] = b'y';
+        std::fs::write(&file, bytes).unwrap();
+    }
+
+    let policy = sim_policy_file(
+        &dir.join("policy.toml"),
+        "[threshold]\nm = 2\n[graph]\nrecursive = true\n",
+    );
+    let all: Vec<&Worker> = workers.iter().collect();
+    let substituter = Substituter::start(&provenix, dir, &policy, &all);
+    let store = dir.join("client-store");
+
+    // Accepted: substituted, and Nix verifies it under the key.
+    let out = substituter.realise(&store, top);
+    assert!(
+        out.status.success(),
+        "nix-store --realise {top}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(store.join(&top[1..]).exists() && store.join(&a[1..]).exists());
+    let verified = Command::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "store",
+            "verify",
+        ])
+        .arg("--store")
+        .arg(&store)
+        .args(["--trusted-public-keys", &substituter.key_line])
+        .args(["--sigs-needed", "1", top, a])
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "nix store verify: {}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(substituter.why(top).starts_with(&format!("ACCEPTED {top}")));
+
+    // Two builders disagree, the third is missing: 404, and why.
+    let out = substituter.realise(&store, varies);
+    assert!(!out.status.success());
+    assert!(!valid(&store, varies));
+    let why = substituter.why(varies);
+    assert!(why.starts_with(&format!("REJECTED {varies}")), "{why}");
+    assert!(why.contains("builders disagree"), "{why}");
+
+    // Accepted, but the upstream NAR was altered: cut off, Nix fails.
+    let out = substituter.realise(&store, altered);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(!valid(&store, altered));
+    assert!(
+        substituter
+            .why(altered)
+            .starts_with(&format!("ACCEPTED {altered}"))
+    );
+    eprintln!("Nix on the altered NAR: {stderr}");
+}
+
+/// Whether `path` is valid in the Nix store at `store` (a failed
+/// substitution may leave files behind, never a valid path).
+fn valid(store: &Path, path: &str) -> bool {
+    Command::new("nix-store")
+        .arg("--store")
+        .arg(store)
+        .args(["--check-validity", path])
+        .output()
+        .unwrap()
+        .status
+        .success()
 }
 
 fn success_bytes(out: Output, what: &str) -> Vec<u8> {

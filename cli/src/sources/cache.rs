@@ -55,6 +55,10 @@ pub(crate) struct Narinfo {
     pub(crate) references: Vec<String>,
     /// `Sig:` values, each `name:base64`, unchecked.
     pub(crate) sigs: Vec<String>,
+    /// `URL:`: where the (compressed) NAR is, relative to the cache.
+    pub(crate) nar_url: Option<String>,
+    /// `Compression:` (absent: `bzip2`, as Nix reads it).
+    pub(crate) compression: Option<String>,
 }
 
 impl Cache {
@@ -113,6 +117,13 @@ impl Cache {
     /// The narinfo of `store_path`, if the cache has one.
     pub(crate) fn fetch_narinfo_if_present(&self, store_path: &str) -> Result<Option<Narinfo>> {
         let (hash, _) = store_path_parts(store_path)?;
+        self.narinfo_by_hash(hash)
+    }
+
+    /// The narinfo of the store path whose hash part is `hash` (32
+    /// characters of Nix's base 32, checked by the caller), if the cache
+    /// has one.
+    pub(crate) fn narinfo_by_hash(&self, hash: &str) -> Result<Option<Narinfo>> {
         let name = format!("{hash}.narinfo");
         self.get_if_present(&name, MAX_NARINFO)?
             .map(|text| Narinfo::parse(&format!("{}/{name}", self.url), &text))
@@ -145,6 +156,25 @@ impl Cache {
         } else {
             self.get(name, limit).map(Some)
         }
+    }
+
+    /// A reader of the file `name` (a NAR) in the cache, streamed.
+    pub(crate) fn open_file(&self, name: &str) -> Result<Box<dyn std::io::Read + Send>> {
+        let url = format!("{}/{name}", self.url);
+        match &self.kind {
+            Kind::File(dir) => Ok(Box::new(
+                std::fs::File::open(dir.join(name)).with_context(|| url.clone())?,
+            )),
+            Kind::Http(agent) => {
+                let response = agent.get(&url).call().map_err(|e| http_error(&url, e))?;
+                Ok(Box::new(response.into_body().into_reader()))
+            }
+        }
+    }
+
+    /// The cache's URL.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
     }
 
     /// The bytes of `name` in the cache, at most `limit` of them.
@@ -255,6 +285,8 @@ impl Narinfo {
         let mut nar_size = None;
         let mut references = None;
         let mut sigs = Vec::new();
+        let mut nar_url = None;
+        let mut compression = None;
         for (n, line) in text.lines().enumerate() {
             let lineno = n.saturating_add(1);
             if line.is_empty() {
@@ -273,6 +305,8 @@ impl Narinfo {
                 "NarHash" => &mut nar_hash,
                 "NarSize" => &mut nar_size,
                 "References" => &mut references,
+                "URL" => &mut nar_url,
+                "Compression" => &mut compression,
                 "Sig" => {
                     sigs.push(value.to_owned());
                     continue;
@@ -315,6 +349,8 @@ impl Narinfo {
             nar_size,
             references,
             sigs,
+            nar_url,
+            compression,
         })
     }
 

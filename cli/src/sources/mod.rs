@@ -20,6 +20,7 @@ use provenix_verifier::{Bundle, Statement, Subject};
 pub(crate) use cache::Narinfo;
 
 /// One bundle as a source returned it.
+#[derive(Clone)]
 pub(crate) struct Fetched {
     /// Where it came from, for messages: a file, `<url>#<index>` for a
     /// worker's log entry, or the bundle's URL in a cache.
