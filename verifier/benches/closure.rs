@@ -1,5 +1,7 @@
 //! What verifying a closure of 2,000 store paths from one worker costs,
-//! next to its floor: 2,000 raw Ed25519 verifications with ring.
+//! next to its floor: 2,000 raw Ed25519 verifications with ring; and what
+//! verifying the same 2,000 paths as one build graph costs
+//! (`provenix verify --recursive`, issue 12).
 //!
 //! The bundles are logged-mode bundles as the worker's daemon makes them:
 //! one simulated SEV-SNP worker identity, one `provenix_worker::log::Log`
@@ -7,7 +9,7 @@
 //! checkpoints every 500 entries, each bundle under the first checkpoint
 //! that covers it (so 4 checkpoints are shared by 500 bundles each). They
 //! are made once and kept in cargo's target tmp directory
-//! (`closure-bench-v1.bin`, with the time they were made: they are verified
+//! (`closure-bench-v2.bin`, with the time they were made: they are verified
 //! at that time, as the simulated VCEK is valid for a year).
 //!
 //! Measured, on ONE thread, medians of several runs:
@@ -19,8 +21,15 @@
 //!   and `Policy::decide` on its store path, as `provenix verify --closure
 //!   --jobs 1` does after hashing.
 //!
-//! The target is `closure_cold` under 0.5 s; the ratio to the raw rate is
-//! printed. Run with `cargo bench -p provenix-verifier --bench closure`.
+//! - `graph_cold`: the same, fresh, but `decide_graph` on the last path,
+//!   whose build graph is all 2,000: each statement's trace names the 50
+//!   paths before it and a content-addressed source of its own (a text
+//!   path, checked from its hash), so 102,000 trace inputs are checked;
+//!   bundles are verified as the walk asks for them.
+//!
+//! The targets are `closure_cold` under 0.5 s and `graph_cold` under 1 s;
+//! the ratios are printed. Run with `cargo bench -p provenix-verifier
+//! --bench closure`.
 
 // A bench that cannot set up has nothing to measure: it stops loudly.
 #![allow(clippy::panic)]
@@ -29,12 +38,20 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
+use coset::CborSerializable as _;
+use provenix_verifier::storepath::{ContentAddress, HashAlgo, Method};
 use provenix_verifier::{
-    Bundle, BundleVerifier, InclusionProof, Subject, Verifier, checkpoint_report_data, log_origin,
+    Bundle, BundleLookup, BundleVerifier, InclusionProof, Statement, Subject, Verifier,
+    checkpoint_report_data, decide_graph, log_origin,
 };
+use provenix_verifier::{Content, Trace, TraceInput};
 use ring::signature::{ED25519, UnparsedPublicKey};
 
 const PATHS: u64 = 2_000;
+/// Paths before it each path's trace names (besides its own source).
+const WINDOW: u64 = 50;
 const CHECKPOINT_EVERY: u64 = 500;
 const RUNS: usize = 7;
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -71,6 +88,44 @@ fn main() {
         assert_eq!(accepted, bundles.len());
     });
 
+    // The graph: every bundle by the path it is about.
+    let mut by_path: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut last = String::new();
+    for bytes in &bundles {
+        let Ok(Bundle::Logged { statement, .. }) = Bundle::from_cbor(bytes) else {
+            panic!("not a logged bundle")
+        };
+        let sign1 = coset::CoseSign1::from_slice(&statement).unwrap_or_else(|e| panic!("{e}"));
+        let s = Statement::from_cbor(sign1.payload.as_deref().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        last = s.subject.name().to_owned();
+        by_path.insert(last.clone(), bytes.clone());
+    }
+    let graph = median(runs, || {
+        let verifier = Verifier::new(policy.anchors().unwrap_or_else(|e| panic!("{e}")));
+        let memo = BundleVerifier::new(&verifier, &policy, at);
+        struct Lookup<'a> {
+            memo: &'a BundleVerifier<'a>,
+            by_path: &'a HashMap<String, Vec<u8>>,
+        }
+        impl BundleLookup for Lookup<'_> {
+            fn bundles(&mut self, path: &str) -> provenix_verifier::Found {
+                self.by_path
+                    .get(path)
+                    .map(|b| vec![("bench".to_owned(), self.memo.verify(black_box(b)))])
+                    .unwrap_or_default()
+            }
+        }
+        let mut lookup = Lookup {
+            memo: &memo,
+            by_path: &by_path,
+        };
+        let g = decide_graph(&policy, &last, None, &mut lookup);
+        assert!(g.accepted(), "{:?}", g.decision().excluded());
+        assert_eq!(g.decisions().len(), bundles.len());
+        assert_eq!(g.content_addressed(), bundles.len());
+    });
+
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "closure/ring_ed25519_raw  {PATHS} verifies: {:9.1} ms ({:.1} us each)",
@@ -85,6 +140,15 @@ fn main() {
     println!(
         "closure/ratio             cold / raw = {:.2}",
         cold.as_secs_f64() / raw_time.as_secs_f64()
+    );
+    println!(
+        "closure/graph_cold        {PATHS} paths, {} trace inputs: {:9.1} ms (target < 1000 ms)",
+        PATHS * (WINDOW + 1) - WINDOW * (WINDOW + 1) / 2,
+        ms(graph)
+    );
+    println!(
+        "closure/ratio             graph / closure = {:.2}",
+        graph.as_secs_f64() / cold.as_secs_f64()
     );
 }
 
@@ -126,7 +190,7 @@ fn signatures(bundles: &[Vec<u8>]) -> Vec<([u8; 32], Vec<u8>, Vec<u8>)> {
 /// The bundles and the time they were made, from the cache file or made
 /// now.
 fn bundles() -> (i64, Vec<Vec<u8>>) {
-    let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("closure-bench-v1.bin");
+    let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("closure-bench-v2.bin");
     if let Ok(bytes) = std::fs::read(&file)
         && let Some(parsed) = parse(&bytes)
     {
@@ -167,11 +231,47 @@ fn now() -> i64 {
     i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
+/// The store path of bench entry `i`.
+fn path_of(i: u64) -> String {
+    let hash = provenix_verifier::nixsig::nix32(&[u8::try_from(i % 251).unwrap_or(0); 20]);
+    format!("/nix/store/{hash}-bench-{i}")
+}
+
+/// The NAR SHA-256 bench entry `i` states.
+fn digest_of(i: u64) -> [u8; 32] {
+    *ring::digest::digest(&ring::digest::SHA256, &i.to_le_bytes())
+        .as_ref()
+        .first_chunk()
+        .unwrap_or(&[0; 32])
+}
+
+/// Entry `i`'s source: a text path, as `builtins.toFile` makes it.
+fn source_of(i: u64) -> TraceInput {
+    let contents = format!("source {i}\n");
+    let address = ContentAddress {
+        method: Method::Text,
+        algo: HashAlgo::Sha256,
+        digest: ring::digest::digest(&ring::digest::SHA256, contents.as_bytes())
+            .as_ref()
+            .to_vec(),
+    };
+    let path = address
+        .store_path(&format!("source-{i}"), &[], false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    TraceInput {
+        path,
+        nar_sha256: [9; 32],
+        content: Some(Content {
+            address,
+            references: Vec::new(),
+        }),
+    }
+}
+
 /// 2,000 statements in one worker's log, with attested checkpoints, as the
 /// daemon makes them (`worker::daemon`: sign, append, checkpoint, attest,
 /// bundle under a checkpoint).
 fn make() -> (i64, Vec<Vec<u8>>) {
-    use provenix_verifier::Statement;
     use provenix_worker::identity::WorkerIdentity;
     use provenix_worker::log::{CheckpointSigner, Log};
     use provenix_worker::platform::{Choice, Platform};
@@ -193,15 +293,20 @@ fn make() -> (i64, Vec<Vec<u8>>) {
         let entries: Vec<Vec<u8>> = (first..first + CHECKPOINT_EVERY)
             .map(|i| {
                 // A store path per entry, with a made-up NAR digest: the
-                // bench verifies statements, not NARs.
-                let hash =
-                    provenix_verifier::nixsig::nix32(&[u8::try_from(i % 251).unwrap_or(0); 20]);
+                // bench verifies statements, not NARs. Its trace names the
+                // WINDOW paths before it with theirs, and a text source.
+                let mut inputs: Vec<TraceInput> = (i.saturating_sub(WINDOW)..i)
+                    .map(|j| TraceInput {
+                        path: path_of(j),
+                        nar_sha256: digest_of(j),
+                        content: None,
+                    })
+                    .collect();
+                inputs.push(source_of(i));
+                inputs.sort_by(|a, b| a.path.cmp(&b.path));
                 let mut s = Statement {
-                    subject: Subject::StorePath(format!("/nix/store/{hash}-bench-{i}")),
-                    sha256: *ring::digest::digest(&ring::digest::SHA256, &i.to_le_bytes())
-                        .as_ref()
-                        .first_chunk()
-                        .unwrap_or(&[0; 32]),
+                    subject: Subject::StorePath(path_of(i)),
+                    sha256: digest_of(i),
                     size: 1024 + i,
                     references: Vec::new(),
                     deriver: None,
@@ -210,7 +315,10 @@ fn make() -> (i64, Vec<Vec<u8>>) {
                     log_index: Some(i),
                     time: at,
                     nix_signature: None,
-                    trace: None,
+                    trace: Some(Trace {
+                        derivation_sha256: [7; 32],
+                        inputs,
+                    }),
                 };
                 s.add_nix_signature(key).unwrap_or_else(|e| fail(&e));
                 s.sign(key).unwrap_or_else(|e| fail(&e))
