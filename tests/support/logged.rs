@@ -235,6 +235,18 @@ impl Worker {
         content: &[u8],
         index: Option<u64>,
     ) -> Vec<u8> {
+        self.traced(subject, deriver, content, index, None)
+    }
+
+    /// [`Worker::statement`] with a build trace.
+    pub fn traced(
+        &self,
+        subject: &str,
+        deriver: Option<&str>,
+        content: &[u8],
+        index: Option<u64>,
+        trace: Option<provenix_verifier::Trace>,
+    ) -> Vec<u8> {
         Statement {
             subject: Subject::StorePath(subject.into()),
             sha256: sha256(content),
@@ -246,7 +258,7 @@ impl Worker {
             log_index: index,
             time: now(),
             nix_signature: None,
-            trace: None,
+            trace,
         }
         .sign(&self.key)
         .unwrap()

@@ -283,24 +283,23 @@ impl Walk<'_> {
     }
 
     fn root(&mut self, input: &TraceInput) -> Option<GraphRoot> {
-        if self.policy.graph.trusted_paths.contains(&input.path) {
-            return Some(GraphRoot::Named);
-        }
-        if self.policy.graph.trusted_nix_keys.is_empty() {
-            return None;
-        }
         let key = (input.path.clone(), input.nar_sha256);
         if let Some(known) = self.roots.get(&key) {
             return known.clone();
         }
-        let root = self
-            .lookup
-            .signed_by(
-                &input.path,
-                &input.nar_sha256,
-                &self.policy.graph.trusted_nix_keys,
-            )
-            .map(GraphRoot::SignedBy);
+        let root = if self.policy.graph.trusted_paths.contains(&input.path) {
+            Some(GraphRoot::Named)
+        } else if self.policy.graph.trusted_nix_keys.is_empty() {
+            None
+        } else {
+            self.lookup
+                .signed_by(
+                    &input.path,
+                    &input.nar_sha256,
+                    &self.policy.graph.trusted_nix_keys,
+                )
+                .map(GraphRoot::SignedBy)
+        };
         self.roots.insert(key, root.clone());
         root
     }
