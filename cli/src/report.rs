@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use provenix_verifier::{
-    Builders, BundleVerifier, CertRole, Policy, Subject, VerifiedBundle, VerifiedEvidence,
+    Builders, BundleVerifier, CertRole, Policy, Subject, Trace, VerifiedBundle, VerifiedEvidence,
 };
 use serde_json::{Value, json};
 
@@ -64,6 +64,8 @@ struct Entry {
     sha256: [u8; 32],
     size: u64,
     log_index: Option<u64>,
+    /// The build's trace, when the statement has one.
+    trace: Option<Trace>,
 }
 
 /// Reproducibility of one output.
@@ -89,6 +91,25 @@ impl Status {
 
 /// A stated digest: the NAR's SHA-256 and size.
 type Digest = ([u8; 32], u64);
+
+/// An input whose hash builders' traces disagree on: each hash (`None`:
+/// not in the trace) with the builders whose trace states it.
+struct InputDifference<'a> {
+    path: &'a str,
+    stated: Vec<(Option<[u8; 32]>, Vec<&'a str>)>,
+}
+
+impl InputDifference<'_> {
+    fn json(&self) -> Value {
+        json!({
+            "path": self.path,
+            "stated": self.stated.iter().map(|(h, names)| json!({
+                "sha256": h.map(hex::encode),
+                "builders": names,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
 
 /// Builders of one output, grouped by the digest they state.
 struct Output {
@@ -123,6 +144,43 @@ impl Output {
         chips.sort_unstable();
         chips.dedup();
         chips.len()
+    }
+
+    /// Whether the builders' builds used the same inputs: `None` when a
+    /// statement carries no trace or there is one builder; else the inputs
+    /// whose NAR hashes differ between the traces (or that only some
+    /// traces name), each with every hash stated and who stated it (the
+    /// hash absent: not in that trace). Empty: the same inputs.
+    fn input_differences(&self) -> Option<Vec<InputDifference<'_>>> {
+        if self.entries.len() < 2 {
+            return None;
+        }
+        let traces: Vec<&Trace> = self
+            .entries
+            .iter()
+            .map(|e| e.trace.as_ref())
+            .collect::<Option<_>>()?;
+        let mut paths: Vec<&str> = traces
+            .iter()
+            .flat_map(|t| t.inputs.iter().map(|i| i.path.as_str()))
+            .collect();
+        paths.sort_unstable();
+        paths.dedup();
+        let mut out = Vec::new();
+        for path in paths {
+            let mut stated: Vec<(Option<[u8; 32]>, Vec<&str>)> = Vec::new();
+            for (e, t) in self.entries.iter().zip(&traces) {
+                let hash = t.input(path).map(|i| i.nar_sha256);
+                match stated.iter_mut().find(|(h, _)| *h == hash) {
+                    Some((_, names)) => names.push(&e.name),
+                    None => stated.push((hash, vec![&e.name])),
+                }
+            }
+            if stated.len() > 1 {
+                out.push(InputDifference { path, stated });
+            }
+        }
+        Some(out)
     }
 
     fn status(&self) -> Status {
@@ -327,6 +385,7 @@ fn entry(policy: &Policy, bundle: String, v: &VerifiedBundle) -> Entry {
         sha256: s.sha256,
         size: s.size,
         log_index: v.log_index(),
+        trace: s.trace.clone(),
     }
 }
 
@@ -356,9 +415,18 @@ fn to_json(
                     if let Some(c) = counts.get_mut(slot) {
                         *c = c.saturating_add(1);
                     }
+                    let inputs = match o.input_differences() {
+                        None => json!({"status": "untraced"}),
+                        Some(d) if d.is_empty() => json!({"status": "same"}),
+                        Some(d) => json!({
+                            "status": "differ",
+                            "differing": d.iter().map(InputDifference::json).collect::<Vec<_>>(),
+                        }),
+                    };
                     json!({
                         "subject": {"kind": o.subject.kind(), "name": o.subject.name()},
                         "status": status.name(),
+                        "inputs": inputs,
                         "counts": {
                             "builders": o.builders(),
                             "chips": o.chips(),
@@ -373,6 +441,7 @@ fn to_json(
                             "sha256": hex::encode(e.sha256),
                             "size": e.size,
                             "log_index": e.log_index,
+                            "traced_inputs": e.trace.as_ref().map(|t| t.inputs.len()),
                         })).collect::<Vec<_>>(),
                         "digests": o.digests().iter().map(|((sha, size), members)| json!({
                             "sha256": hex::encode(sha),
@@ -440,6 +509,39 @@ fn to_text(bundles: usize, derivations: &Derivations, refused: &[(String, String
                 o.subject.name()
             );
             if status == Status::Disagree {
+                // Different inputs, or the same inputs and another output:
+                // a reproducibility failure of the inputs, or of the build.
+                match o.input_differences() {
+                    None => {
+                        let _ = writeln!(out, "    inputs: not all statements carry a build trace");
+                    }
+                    Some(d) if d.is_empty() => {
+                        let _ = writeln!(
+                            out,
+                            "    inputs: the same in every trace: the build is not deterministic"
+                        );
+                    }
+                    Some(d) => {
+                        let _ = writeln!(out, "    inputs: {} differ between the traces:", d.len());
+                        for diff in &d {
+                            let stated: Vec<String> = diff
+                                .stated
+                                .iter()
+                                .map(|(h, names)| {
+                                    format!(
+                                        "{} by {}",
+                                        h.map_or_else(
+                                            || "absent".to_owned(),
+                                            |h| provenix_verifier::nixsig::nar_hash(&h)
+                                        ),
+                                        names.join(", ")
+                                    )
+                                })
+                                .collect();
+                            let _ = writeln!(out, "      {}: {}", diff.path, stated.join("; "));
+                        }
+                    }
+                }
                 for ((sha, size), members) in &digests {
                     let who: Vec<String> = members
                         .iter()

@@ -283,7 +283,9 @@ fn a_doctored_input_is_named_and_the_honest_graph_is_accepted() {
         "nix-store --realise c on the doctored b",
     );
     workers[2].hook(&drvs[2], &outs[2]);
-    workers[2].export(&[c]);
+    // Exported with a again: the cache then holds the consistency proof
+    // between the two checkpoints its bundles carry.
+    workers[2].export(&[a, c]);
     run(
         Command::new("nix-store").args(["--delete", c, b]),
         "nix-store --delete",
@@ -322,6 +324,35 @@ fn a_doctored_input_is_named_and_the_honest_graph_is_accepted() {
         hex::encode(honest_b)
     );
     assert_eq!(input["problem"]["builders"].as_array().unwrap().len(), 2);
+
+    // `provenix report` tells the cause of the disagreement on c apart:
+    // the inputs differ (b), not the build.
+    let mut cmd = Command::new(&provenix);
+    cmd.arg("report")
+        .arg("--policy")
+        .arg(&one)
+        .arg("--checkpoint-cache")
+        .arg(dir.join("memory-report"));
+    for w in &workers {
+        cmd.arg(&w.cache);
+    }
+    let out = cmd.output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("inputs: 1 differ between the traces:"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("      {b}: {trusted} by worker"))
+            && report.contains(&format!("; {recorded} by worker")),
+        "{report}"
+    );
 
     // Its cache alone: c is rejected, and the reason names b.
     let (code, out, err) = verify(&one, &[&workers[2]], false);

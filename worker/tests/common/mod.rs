@@ -113,8 +113,7 @@ pub fn provenix_bin() -> PathBuf {
 }
 
 /// Write the policy file `path`: the simulator's roots and measurement
-/// trusted, `extra` TOML after that (one builder required unless it has a
-/// `[threshold]`).
+/// trusted, `extra` TOML after that.
 pub fn sim_policy_file(path: &Path, extra: &str) -> PathBuf {
     let mut text = String::from("trust_amd_roots = false\n");
     for (product, sha256) in provenix_firmware::sim::sim_ark_fingerprints() {
@@ -124,13 +123,8 @@ pub fn sim_policy_file(path: &Path, extra: &str) -> PathBuf {
         ));
     }
     text.push_str(&format!(
-        "[snp]\nmeasurements = [\"{}\"]\n{}",
+        "[snp]\nmeasurements = [\"{}\"]\n",
         hex::encode(provenix_firmware::sim::SIM_MEASUREMENT),
-        if extra.contains("[threshold]") {
-            ""
-        } else {
-            "[threshold]\nm = 1\n"
-        }
     ));
     text.push_str(extra);
     std::fs::write(path, text).unwrap();
