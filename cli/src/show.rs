@@ -452,15 +452,20 @@ pub(crate) fn graph_text(graph: &provenix_verifier::GraphDecision) -> String {
             let _ = writeln!(out, "    - {r}");
         }
         for e in d.excluded() {
-            let who = e.builder.as_ref().map_or_else(
-                || e.source.clone(),
-                |b| format!("{} ({})", b.name, b.source),
-            );
-            let why: Vec<String> = e.reasons.iter().map(ToString::to_string).collect();
-            let _ = writeln!(out, "    - not counted: {who}: {}", why.join("; "));
+            let _ = writeln!(out, "    - not counted: {}", excluded_text(e));
         }
     }
     out
+}
+
+/// A bundle not counted: its builder (or source) and every reason.
+fn excluded_text(e: &provenix_verifier::Excluded) -> String {
+    let who = e.builder.as_ref().map_or_else(
+        || e.source.clone(),
+        |b| format!("{} ({})", b.name, b.source),
+    );
+    let why: Vec<String> = e.reasons.iter().map(ToString::to_string).collect();
+    format!("{who}: {}", why.join("; "))
 }
 
 /// The `--json` document of `provenix verify` (docs/verify.md).
@@ -546,12 +551,7 @@ pub(crate) fn decision_text(
             let _ = writeln!(out, "  - no statement from: {}", d.missing().join(", "));
         }
         for e in d.excluded() {
-            let who = e.builder.as_ref().map_or_else(
-                || e.source.clone(),
-                |b| format!("{} ({})", b.name, b.source),
-            );
-            let why: Vec<String> = e.reasons.iter().map(ToString::to_string).collect();
-            let _ = writeln!(out, "  - not counted: {who}: {}", why.join("; "));
+            let _ = writeln!(out, "  - not counted: {}", excluded_text(e));
         }
         if !d.disagreement().is_empty() {
             let _ = writeln!(out, "  - builders disagree:");

@@ -28,6 +28,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 mod common;
+mod nixbuild;
 
 use common::{Daemon, nix_available, provenix_bin, sim_policy_file, wait_for};
 
@@ -110,14 +111,16 @@ impl Worker {
     }
 }
 
-fn outputs(drv: &str) -> Vec<String> {
+/// Build `drv` again (its outputs deleted), as Nix would on a worker.
+fn rebuild(drv: &str) {
     run(
-        Command::new("nix-store").args(["--query", "--outputs", drv]),
-        "nix-store -q --outputs",
-    )
-    .lines()
-    .map(str::to_owned)
-    .collect()
+        Command::new("nix-store")
+            .args(["--option", "sandbox", "false"])
+            .args(["--option", "substituters", ""])
+            .args(["--option", "post-build-hook", ""])
+            .args(["--realise", drv]),
+        "nix-store --realise",
+    );
 }
 
 fn nar_sha256(path: &str) -> [u8; 32] {
@@ -159,24 +162,10 @@ fn a_doctored_input_is_named_and_the_honest_graph_is_accepted() {
            in [ a b c ]"#,
         src = src.display()
     );
-    let drvs: Vec<String> = run(
-        Command::new("nix-instantiate").args(["--expr", &expression]),
-        "nix-instantiate",
-    )
-    .lines()
-    .map(str::to_owned)
-    .collect();
-    assert_eq!(drvs.len(), 3, "{drvs:?}");
-    run(
-        Command::new("nix-store")
-            .args(["--option", "sandbox", "false"])
-            .args(["--option", "substituters", ""])
-            .args(["--option", "post-build-hook", ""])
-            .arg("--realise")
-            .args(&drvs),
-        "nix-store --realise",
-    );
-    let outs: Vec<Vec<String>> = drvs.iter().map(|d| outputs(d)).collect();
+    let built = nixbuild::build(&expression);
+    assert_eq!(built.len(), 3, "{built:?}");
+    let drvs: Vec<String> = built.iter().map(|b| b.drv.clone()).collect();
+    let outs: Vec<Vec<String>> = built.into_iter().map(|b| b.outs).collect();
     let [a, b, c] = [&outs[0][0], &outs[1][0], &outs[2][0]].map(String::as_str);
 
     let workers: Vec<Worker> = ["w1", "w2", "w3"]
@@ -274,14 +263,7 @@ fn a_doctored_input_is_named_and_the_honest_graph_is_accepted() {
     assert_ne!(doctored_b, honest_b);
     // The third worker builds c on it and attests it; then c leaves the
     // local store, so the verifier has only what builders state.
-    run(
-        Command::new("nix-store")
-            .args(["--option", "sandbox", "false"])
-            .args(["--option", "substituters", ""])
-            .args(["--option", "post-build-hook", ""])
-            .args(["--realise", &drvs[2]]),
-        "nix-store --realise c on the doctored b",
-    );
+    rebuild(&drvs[2]);
     workers[2].hook(&drvs[2], &outs[2]);
     // Exported with a again: the cache then holds the consistency proof
     // between the two checkpoints its bundles carry.
@@ -470,27 +452,9 @@ fn a_plain_nix_substitutes_only_what_the_policy_accepts() {
            in [ a top varies altered ]"#,
         flag = flag.display()
     );
-    let drvs: Vec<String> = run(
-        Command::new("nix-instantiate").args(["--expr", &expression]),
-        "nix-instantiate",
-    )
-    .lines()
-    .map(str::to_owned)
-    .collect();
-    let realise = |drv: &str| {
-        run(
-            Command::new("nix-store")
-                .args(["--option", "sandbox", "false"])
-                .args(["--option", "substituters", ""])
-                .args(["--option", "post-build-hook", ""])
-                .args(["--realise", drv]),
-            "nix-store --realise",
-        )
-    };
-    for d in &drvs {
-        realise(d);
-    }
-    let outs: Vec<Vec<String>> = drvs.iter().map(|d| outputs(d)).collect();
+    let built = nixbuild::build(&expression);
+    let drvs: Vec<String> = built.iter().map(|b| b.drv.clone()).collect();
+    let outs: Vec<Vec<String>> = built.into_iter().map(|b| b.outs).collect();
     let [a, top, varies, altered] =
         [&outs[0][0], &outs[1][0], &outs[2][0], &outs[3][0]].map(String::as_str);
     let workers: Vec<Worker> = ["w1", "w2", "w3"]
@@ -512,7 +476,7 @@ fn a_plain_nix_substitutes_only_what_the_policy_accepts() {
         "nix-store --delete",
     );
     std::fs::write(&flag, "tampered\n").unwrap();
-    realise(&drvs[2]);
+    rebuild(&drvs[2]);
     workers[2].hook(&drvs[2], &outs[2]);
     workers[2].export(&[a, top, varies, altered]);
     // The NAR of altered, changed in every cache (same length).
