@@ -9,10 +9,57 @@
 //! one, the target is decided on what the builders state.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use anyhow::Result;
 
 use provenix_verifier::{BundleLookup, Refusal, VerifiedBundle, nixsig};
 
 use crate::sources::{Fetched, cache::Cache, grpc};
+
+/// A worker's log API and which of its entries are about which store
+/// path, read up to `scanned` entries.
+pub(crate) struct WorkerLog {
+    pub(crate) api: grpc::LogApi,
+    index: HashMap<String, Vec<u64>>,
+    scanned: u64,
+}
+
+impl WorkerLog {
+    /// Connect and read the whole log once.
+    pub(crate) fn open(api: grpc::LogApi) -> Result<WorkerLog> {
+        let mut w = WorkerLog {
+            api,
+            index: HashMap::new(),
+            scanned: 0,
+        };
+        w.catch_up()?;
+        Ok(w)
+    }
+
+    /// Read the entries appended since the last scan, if any.
+    pub(crate) fn catch_up(&mut self) -> Result<()> {
+        let (index, size) = grpc::subjects(&self.api, self.scanned, |_| true, |_, _| {})?;
+        for (path, entries) in index {
+            self.index.entry(path).or_default().extend(entries);
+        }
+        self.scanned = size;
+        Ok(())
+    }
+
+    /// The entries about `path`.
+    pub(crate) fn entries(&self, path: &str) -> &[u64] {
+        self.index.get(path).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// A store path it has entries about whose name starts with `prefix`.
+    pub(crate) fn find(&self, prefix: &str) -> Option<&str> {
+        self.index
+            .keys()
+            .find(|p| p.starts_with(prefix))
+            .map(String::as_str)
+    }
+}
 
 /// Verifies the bundles found for one path (and screens their
 /// checkpoints); given by `provenix verify`.
@@ -26,7 +73,7 @@ pub(crate) struct Sources<'a> {
     /// Binary caches.
     pub(crate) caches: &'a [Cache],
     /// Workers' log APIs, each with which entries are about which path.
-    pub(crate) workers: Vec<(grpc::LogApi, HashMap<String, Vec<u64>>)>,
+    pub(crate) workers: &'a Mutex<Vec<WorkerLog>>,
     /// Verifies what was found.
     pub(crate) check: Box<Check<'a>>,
     /// Sources that failed (not "not found"), for a warning each.
@@ -46,9 +93,14 @@ impl BundleLookup for Sources<'_> {
                 Err(e) => self.failures.push(format!("{e:#}")),
             }
         }
-        for (api, index) in &self.workers {
-            for &i in index.get(path).map(Vec::as_slice).unwrap_or_default() {
-                match grpc::bundle(api, i) {
+        for w in self
+            .workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            for &i in w.entries(path) {
+                match grpc::bundle(&w.api, i) {
                     Ok(f) => found.push(f),
                     Err(e) => self.failures.push(format!("{e:#}")),
                 }

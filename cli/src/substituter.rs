@@ -47,6 +47,7 @@ use provenix_verifier::{
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
 use crate::checkpoints::CheckpointArgs;
+use crate::recursive::WorkerLog;
 use crate::sources::{self, Fetched, cache::Cache, grpc};
 
 /// Arguments of `provenix substituter`.
@@ -114,8 +115,7 @@ pub(crate) fn run(args: SubstituterArgs) -> Result<std::process::ExitCode> {
     for url in &args.upstreams {
         if let Some(worker) = url.strip_prefix("worker+") {
             let api = grpc::LogApi::connect(worker, None, timeout)?;
-            let index = grpc::subjects(&api, |_| true, |_, _| {})?;
-            workers.push(WorkerIndex { api, index });
+            workers.push(WorkerLog::open(api)?);
         } else if url.starts_with('/') {
             for path in sources::bundle_files(Path::new(url))? {
                 let f = sources::read_file(&path)?;
@@ -237,19 +237,13 @@ fn signing_key(path: &Path, name: &str) -> Result<(Ed25519KeyPair, String)> {
     Ok((pair, name.to_owned()))
 }
 
-struct WorkerIndex {
-    api: grpc::LogApi,
-    /// Entries by store path, from the last scan.
-    index: HashMap<String, Vec<u64>>,
-}
-
 struct State {
     policy: Policy,
     verifier: Verifier,
     recursive: bool,
     caches: Vec<Cache>,
     files: HashMap<String, Vec<Fetched>>,
-    workers: Mutex<Vec<WorkerIndex>>,
+    workers: Mutex<Vec<WorkerLog>>,
     key: Ed25519KeyPair,
     key_name: String,
     checkpoints: CheckpointArgs,
@@ -450,15 +444,26 @@ impl State {
                 Err(e) => eprintln!("provenix substituter: warning: {e:#}"),
             }
         }
-        let path = narinfos
+        let in_workers = || {
+            lock(&self.workers)
+                .iter()
+                .find_map(|w| w.find(&prefix).map(str::to_owned))
+        };
+        let mut path = narinfos
             .first()
             .map(|(_, n)| n.store_path.clone())
             .or_else(|| self.files.keys().find(|p| p.starts_with(&prefix)).cloned())
-            .or_else(|| {
-                lock(&self.workers)
-                    .iter()
-                    .find_map(|w| w.index.keys().find(|p| p.starts_with(&prefix)).cloned())
-            });
+            .or_else(in_workers);
+        if path.is_none() {
+            // Workers log new outputs all the time: read what they logged
+            // since the last look (a miss is remembered for the TTL).
+            for w in lock(&self.workers).iter_mut() {
+                if let Err(e) = w.catch_up() {
+                    eprintln!("provenix substituter: warning: {e:#}");
+                }
+            }
+            path = in_workers();
+        }
         let Some(path) = path else {
             return Ok((
                 None,
@@ -466,7 +471,6 @@ impl State {
             ));
         };
         sources::store_path_parts(&path)?;
-        self.refresh_workers(&path);
 
         let at = time::OffsetDateTime::now_utc().unix_timestamp();
         let memo = BundleVerifier::new(&self.verifier, &self.policy, at);
@@ -476,13 +480,10 @@ impl State {
         // Shared with the lookup's check, which outlives nothing here.
         let statements: RefCell<Vec<Statement>> = RefCell::new(Vec::new());
         let screen_error: RefCell<Option<anyhow::Error>> = RefCell::new(None);
-        let workers = std::mem::take(&mut *lock(&self.workers));
-        let worker_sources: Vec<(grpc::LogApi, HashMap<String, Vec<u64>>)> =
-            workers.into_iter().map(|w| (w.api, w.index)).collect();
         let mut lookup = crate::recursive::Sources {
             files: &self.files,
             caches: &self.caches,
-            workers: worker_sources,
+            workers: &self.workers,
             check: Box::new(|p: &str, fetched| {
                 let found =
                     crate::verify::check_found(p, fetched, &memo, &self.checkpoints, &proofs)
@@ -515,12 +516,7 @@ impl State {
         for f in &lookup.failures {
             eprintln!("provenix substituter: warning: {f}");
         }
-        // The workers' indexes go back for the next request.
-        let crate::recursive::Sources { workers, .. } = lookup;
-        *lock(&self.workers) = workers
-            .into_iter()
-            .map(|(api, index)| WorkerIndex { api, index })
-            .collect();
+        drop(lookup);
         if let Some(e) = screen_error.take() {
             return Err(e.context("checking checkpoints"));
         }
@@ -575,21 +571,6 @@ impl State {
             &[sig],
         )?;
         Ok((Some((narinfo, source)), why))
-    }
-
-    /// Rescan the workers' logs that have grown since their last scan, if
-    /// none of them has `path`: a worker logs new outputs all the time.
-    fn refresh_workers(&self, path: &str) {
-        let mut workers = lock(&self.workers);
-        if workers.iter().any(|w| w.index.contains_key(path)) {
-            return;
-        }
-        for w in workers.iter_mut() {
-            match grpc::subjects(&w.api, |_| true, |_, _| {}) {
-                Ok(index) => w.index = index,
-                Err(e) => eprintln!("provenix substituter: warning: {e:#}"),
-            }
-        }
     }
 }
 

@@ -495,9 +495,9 @@ fn run_recursive(
     let mut workers = Vec::new();
     for url in &args.worker {
         let api = grpc::LogApi::connect(url, tls.as_ref(), timeout)?;
-        let index = grpc::subjects(&api, |_| true, |_, _| {})?;
-        workers.push((api, index));
+        workers.push(crate::recursive::WorkerLog::open(api)?);
     }
+    let workers = std::sync::Mutex::new(workers);
 
     let memo = BundleVerifier::new(verifier, policy, at);
     let live = crate::checkpoints::LiveProofs::new(&args.worker, tls.as_ref(), timeout);
@@ -515,7 +515,7 @@ fn run_recursive(
     let mut lookup = crate::recursive::Sources {
         files: &files,
         caches: &caches,
-        workers,
+        workers: &workers,
         check: Box::new(check),
         failures: Vec::new(),
         lookups: 0,

@@ -546,6 +546,102 @@ fn a_plain_nix_substitutes_only_what_the_policy_accepts() {
     eprintln!("Nix on the altered NAR: {stderr}");
 }
 
+/// A policy's `[graph] trusted_nix_keys`: an input no worker attests, in a
+/// plain Nix cache signed by a key the policy names, is a root of the
+/// graph, reported as signed by it; without the key it is not trusted.
+#[test]
+fn an_input_signed_by_a_named_nix_key_is_a_root() {
+    if !nix_available("build_trace_nix_key") {
+        return;
+    }
+    let provenix = provenix_bin();
+    let tmp = common::TempDir::new("nix-key-root");
+    let dir = tmp.path();
+    let tag = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let expression = format!(
+        r#"let
+             mk = n: s: derivation {{ name = "provenix-root-${{n}}-{tag}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "PATH=/usr/bin:/bin; ${{s}}" ]; }};
+             tools = mk "tools" "echo bootstrap {tag} > $out";
+             top = mk "top" "cat ${{tools}} > $out";
+           in [ tools top ]"#
+    );
+    let built = nixbuild::build(&expression);
+    let (tools, top) = (built[0].outs[0].as_str(), built[1].outs[0].as_str());
+    let w = Worker::start(dir, "w1");
+    w.hook(&built[1].drv, &built[1].outs);
+    w.export(&[top]);
+
+    // tools in a plain Nix cache, signed by a key of its own.
+    let (secret, public) = (dir.join("plain.sec"), dir.join("plain.pub"));
+    run(
+        Command::new("nix-store")
+            .args(["--generate-binary-cache-key", "plain-cache-1"])
+            .args([&secret, &public]),
+        "nix-store --generate-binary-cache-key",
+    );
+    let plain = format!("file://{}/plain?compression=none", dir.display());
+    let nix = |args: &[&str]| {
+        run(
+            Command::new("nix")
+                .args(["--extra-experimental-features", "nix-command"])
+                .args(args),
+            "nix",
+        )
+    };
+    nix(&["copy", "--to", &plain, tools]);
+    nix(&[
+        "store",
+        "sign",
+        "--store",
+        &plain,
+        "--key-file",
+        secret.to_str().unwrap(),
+        tools,
+    ]);
+    let key = std::fs::read_to_string(&public).unwrap();
+
+    let verify = |policy: &Path| {
+        let out = Command::new(&provenix)
+            .args([
+                "verify",
+                "--recursive",
+                "--json",
+                "--store-path",
+                top,
+                "--policy",
+            ])
+            .arg(policy)
+            .args(["--cache", &w.cache_url()])
+            .args(["--cache", &format!("file://{}/plain", dir.display())])
+            .arg("--checkpoint-cache")
+            .arg(dir.join("memory"))
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), v)
+    };
+    let keyed = sim_policy_file(
+        &dir.join("keyed.toml"),
+        &format!("[graph]\ntrusted_nix_keys = [\"{}\"]\n", key.trim()),
+    );
+    let (code, v) = verify(&keyed);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(
+        v["graph"]["roots"],
+        serde_json::json!([{"path": tools, "trusted_as": "signed", "key": "plain-cache-1"}])
+    );
+    let unkeyed = sim_policy_file(&dir.join("unkeyed.toml"), "");
+    let (code, v) = verify(&unkeyed);
+    assert_eq!(code, Some(1), "{v}");
+    let reasons = &v["subjects"][0]["excluded"][0]["reasons"][0];
+    assert_eq!(reasons["code"], "untrusted_inputs", "{v}");
+    assert_eq!(reasons["inputs"][0]["path"], tools);
+}
+
 /// Whether `path` is valid in the Nix store at `store` (a failed
 /// substitution may leave files behind, never a valid path).
 fn valid(store: &Path, path: &str) -> bool {

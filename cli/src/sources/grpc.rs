@@ -238,7 +238,7 @@ pub(crate) fn bundles_for(
     wanted: &HashSet<&str>,
     progress: impl FnMut(u64, u64),
 ) -> Result<Vec<Fetched>> {
-    let index = subjects(api, |p| wanted.contains(p), progress)?;
+    let (index, _) = subjects(api, 0, |p| wanted.contains(p), progress)?;
     let mut matching: Vec<u64> = index.into_values().flatten().collect();
     matching.sort_unstable();
     matching
@@ -256,14 +256,15 @@ pub(crate) fn bundle(api: &LogApi, index: u64) -> Result<Fetched> {
     })
 }
 
-/// Which entries of the worker's log are about which store path, for the
-/// paths `keep` selects: the log is read from the start, each entry's
-/// statement decoded (unverified) to see what it is about.
+/// Which entries of the worker's log, from entry `from` on, are about
+/// which store path, for the paths `keep` selects, and the log's size:
+/// each entry's statement is decoded (unverified) to see what it is about.
 pub(crate) fn subjects(
     api: &LogApi,
+    from: u64,
     keep: impl Fn(&str) -> bool,
     mut progress: impl FnMut(u64, u64),
-) -> Result<HashMap<String, Vec<u64>>> {
+) -> Result<(HashMap<String, Vec<u64>>, u64)> {
     let (size, _) = api.head()?;
     if size > MAX_SCAN {
         bail!(
@@ -272,7 +273,7 @@ pub(crate) fn subjects(
         );
     }
     let mut index: HashMap<String, Vec<u64>> = HashMap::new();
-    let mut next = 0u64;
+    let mut next = from;
     while next < size {
         let entries = api.entries(next, size)?;
         for entry in entries {
@@ -285,7 +286,7 @@ pub(crate) fn subjects(
         }
         progress(next, size);
     }
-    Ok(index)
+    Ok((index, size))
 }
 
 /// A channel to `url`, plaintext only to a Unix socket or loopback.
