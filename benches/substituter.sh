@@ -50,7 +50,7 @@ echo "built: ${#paths[@]} store paths ($npaths small, one of $nar_mib MiB)"
 pids+=($!)
 for _ in $(seq 1 200); do [[ -S $work/hook.sock ]] && break; sleep 0.05; done
 for i in "${!drvs[@]}"; do
-    DRV_PATH=${drvs[$i]} OUT_PATHS=${paths[$i]} "$worker" hook --socket "$work/hook.sock"
+    DRV_PATH=${drvs[$i]} OUT_PATHS=${paths[$i]} "$worker" hook --socket "$work/hook.sock" > /dev/null
 done
 "$worker" export --socket "$work/hook.sock" --out "$work/cache" --cache "$work/cache" \
     "${paths[@]}" > "$work/export.txt"
