@@ -157,7 +157,34 @@ fn statement(corpus: &Path) -> Result<()> {
         time: i64::MIN,
         ..full.clone()
     };
-    for s in [full, direct, odd] {
+    // A version 2 statement: a build trace with a plain and a
+    // content-addressed input.
+    let traced = Statement {
+        trace: Some(provenix_verifier::Trace {
+            derivation_sha256: [3; 32],
+            inputs: vec![
+                provenix_verifier::TraceInput {
+                    path: "/nix/store/11111111111111111111111111111111-glibc".into(),
+                    nar_sha256: [4; 32],
+                    content: None,
+                },
+                provenix_verifier::TraceInput {
+                    path: "/nix/store/33333333333333333333333333333333-source".into(),
+                    nar_sha256: [5; 32],
+                    content: Some(provenix_verifier::Content {
+                        address: provenix_verifier::storepath::ContentAddress {
+                            method: provenix_verifier::storepath::Method::Recursive,
+                            algo: provenix_verifier::storepath::HashAlgo::Sha256,
+                            digest: vec![5; 32],
+                        },
+                        references: Vec::new(),
+                    }),
+                },
+            ],
+        }),
+        ..full.clone()
+    };
+    for s in [full, direct, odd, traced] {
         c.seed(&s.to_cbor())?;
         c.seed(&s.sign(&worker)?)?;
     }
