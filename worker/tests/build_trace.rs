@@ -30,19 +30,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 mod common;
 mod nixbuild;
 
-use common::{Daemon, nix_available, provenix_bin, sim_policy_file, wait_for};
+use common::{Daemon, nix_available, provenix_bin, sim_policy_file, success, wait_for};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_provenix-worker");
-
-fn success(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn run(cmd: &mut Command, what: &str) -> String {
     success(cmd.output().unwrap(), what)
@@ -242,7 +232,7 @@ fn a_doctored_input_is_named_and_the_honest_graph_is_accepted() {
         .args(["--export", b])
         .output()
         .unwrap();
-    let mut image = success_bytes(export, "nix-store --export");
+    let mut image = common::success_bytes(export, "nix-store --export");
     let marker = format!("level-b-{tag}");
     let at = find(&image, marker.as_bytes()).expect("b's content in its export");
     image[at..at + 5].copy_from_slice(b"LEVEL");
@@ -653,16 +643,6 @@ fn valid(store: &Path, path: &str) -> bool {
         .unwrap()
         .status
         .success()
-}
-
-fn success_bytes(out: Output, what: &str) -> Vec<u8> {
-    assert!(
-        out.status.success(),
-        "{what}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -22,19 +22,9 @@ use provenix_worker::platform::sim_policy;
 
 mod common;
 
-use common::{Daemon, nix_available, wait_for};
+use common::{Daemon, nix_available, success, wait_for};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_provenix-worker");
-
-fn success(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// `nix store verify` of `path` in the binary cache `cache`, trusting
 /// only `key` and needing one signature.

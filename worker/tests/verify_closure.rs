@@ -18,24 +18,14 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 mod common;
 
-use common::{Daemon, nix_available, provenix_bin, sim_policy_file, wait_for};
+use common::{Daemon, nix_available, provenix_bin, sim_policy_file, success, wait_for};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_provenix-worker");
-
-fn success(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// Puts a tampered store file back as it was, even when the test fails.
 struct Restore {

@@ -112,6 +112,23 @@ pub fn provenix_bin() -> PathBuf {
     dir.join("provenix")
 }
 
+/// The standard output of a command that must have succeeded; else the
+/// test fails with its status and standard error.
+pub fn success(out: std::process::Output, what: &str) -> String {
+    String::from_utf8(success_bytes(out, what)).unwrap()
+}
+
+/// [`success`], as bytes.
+pub fn success_bytes(out: std::process::Output, what: &str) -> Vec<u8> {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Write the policy file `path`: the simulator's roots and measurement
 /// trusted, `extra` TOML after that.
 pub fn sim_policy_file(path: &Path, extra: &str) -> PathBuf {
