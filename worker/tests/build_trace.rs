@@ -556,12 +556,16 @@ fn an_input_signed_by_a_named_nix_key_is_a_root() {
              mk = n: s: derivation {{ name = "provenix-root-${{n}}-{tag}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "PATH=/usr/bin:/bin; ${{s}}" ]; }};
              tools = mk "tools" "echo bootstrap {tag} > $out";
              top = mk "top" "cat ${{tools}} > $out";
-           in [ tools top ]"#
+             names-a-drv = mk "names-a-drv" "echo ${{builtins.unsafeDiscardOutputDependency tools.drvPath}} > $out";
+           in [ tools top names-a-drv ]"#
     );
     let built = nixbuild::build(&expression);
     let (tools, top) = (built[0].outs[0].as_str(), built[1].outs[0].as_str());
     let w = Worker::start(dir, "w1");
     w.hook(&built[1].drv, &built[1].outs);
+    // A derivation among the input sources (string context from drvPath)
+    // is traced as itself, a text path that checks itself.
+    w.hook(&built[2].drv, &built[2].outs);
     w.export(&[top]);
 
     // tools in a plain Nix cache, signed by a key of its own.
@@ -625,6 +629,28 @@ fn an_input_signed_by_a_named_nix_key_is_a_root() {
         serde_json::json!([{"path": tools, "trusted_as": "signed", "key": "plain-cache-1"}])
     );
     let unkeyed = sim_policy_file(&dir.join("unkeyed.toml"), "");
+    // The derivation it names checks itself from its text's hash.
+    let names_a_drv = built[2].outs[0].as_str();
+    w.export(&[names_a_drv]);
+    let out = Command::new(&provenix)
+        .args([
+            "verify",
+            "--recursive",
+            "--json",
+            "--store-path",
+            names_a_drv,
+        ])
+        .arg("--policy")
+        .arg(&unkeyed)
+        .args(["--cache", &w.cache_url()])
+        .arg("--checkpoint-cache")
+        .arg(dir.join("memory-drv"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(v["graph"]["content_addressed"], 1, "{v}");
+
     let (code, v) = verify(&unkeyed);
     assert_eq!(code, Some(1), "{v}");
     let reasons = &v["subjects"][0]["excluded"][0]["reasons"][0];

@@ -202,8 +202,8 @@ impl Store {
         paths: &[String],
         derivations: bool,
     ) -> Result<Vec<Option<Registered>>, DaemonError> {
-        let flag = derivations.then_some("--derivation");
-        let mut found = self.query(paths, flag).await?;
+        let flags: &[&str] = if derivations { &["--derivation"] } else { &[] };
+        let mut found = self.query(paths, flags).await?;
         Ok(paths.iter().map(|p| found.remove(p).flatten()).collect())
     }
 
@@ -215,10 +215,18 @@ impl Store {
         &self,
         paths: &[String],
     ) -> Result<HashMap<String, Registered>, DaemonError> {
-        if paths.is_empty() {
-            return Ok(HashMap::new());
+        // Nix 2.8 reads a `.drv` given to `nix path-info` as its outputs;
+        // an input source that is a derivation (string context from
+        // `drvPath`) is itself in the sandbox, with its own closure.
+        let (drvs, others): (Vec<String>, Vec<String>) =
+            paths.iter().cloned().partition(|p| p.ends_with(".drv"));
+        let mut found = HashMap::new();
+        if !others.is_empty() {
+            found.extend(self.query(&others, &["--recursive"]).await?);
         }
-        let found = self.query(paths, Some("--recursive")).await?;
+        if !drvs.is_empty() {
+            found.extend(self.query(&drvs, &["--recursive", "--derivation"]).await?);
+        }
         let mut closure = HashMap::with_capacity(found.len());
         for (path, info) in found {
             let info = info.ok_or_else(|| DaemonError::NotBuilt {
@@ -230,11 +238,11 @@ impl Store {
         Ok(closure)
     }
 
-    /// One `nix path-info --json [flag] -- paths` run.
+    /// One `nix path-info --json [flags] -- paths` run.
     async fn query(
         &self,
         paths: &[String],
-        flag: Option<&str>,
+        flags: &[&str],
     ) -> Result<HashMap<String, Option<Registered>>, DaemonError> {
         let first = paths.first().cloned().unwrap_or_default();
         let nix = |reason: String| DaemonError::Nix {
@@ -252,7 +260,7 @@ impl Store {
         cmd.args(["--extra-experimental-features", "nix-command"])
             .args(["--option", "substituters", ""])
             .args(["path-info", "--json"]);
-        cmd.args(flag);
+        cmd.args(flags);
         let mut child = cmd
             .arg("--")
             .args(paths)
@@ -266,7 +274,7 @@ impl Store {
             return Err(nix("no pipes to nix".into()));
         };
         // A closure has more paths than were asked about.
-        let max = if flag == Some("--recursive") {
+        let max = if flags.contains(&"--recursive") {
             MAX_CLOSURE_INFO
         } else {
             MAX_INFO_PER_PATH.saturating_mul(paths.len().max(1))
