@@ -119,18 +119,26 @@ fn nar_sha256(path: &str) -> [u8; 32] {
         .sha256
 }
 
-#[test]
-fn a_doctored_input_is_named_and_the_honest_graph_is_accepted() {
-    if !nix_available("build_trace") {
-        return;
+/// What every test here starts from, or `None` (SKIP) without Nix: the
+/// `provenix` binary, a scratch directory, and a tag that makes the
+/// test's store paths its own (so Nix builds them, in this boot).
+fn setup(test: &str, dir: &str) -> Option<(PathBuf, common::TempDir, u128)> {
+    if !nix_available(test) {
+        return None;
     }
-    let provenix = provenix_bin();
-    let tmp = common::TempDir::new("build-trace");
-    let dir = tmp.path();
     let tag = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos();
+    Some((provenix_bin(), common::TempDir::new(dir), tag))
+}
+
+#[test]
+fn a_doctored_input_is_named_and_the_honest_graph_is_accepted() {
+    let Some((provenix, tmp, tag)) = setup("build_trace", "build-trace") else {
+        return;
+    };
+    let dir = tmp.path();
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("file"), format!("source {tag}\n")).unwrap();
@@ -418,16 +426,10 @@ impl Substituter {
 /// Nix reports the failure.
 #[test]
 fn a_plain_nix_substitutes_only_what_the_policy_accepts() {
-    if !nix_available("substituter") {
+    let Some((provenix, tmp, tag)) = setup("substituter", "substituter") else {
         return;
-    }
-    let provenix = provenix_bin();
-    let tmp = common::TempDir::new("substituter");
+    };
     let dir = tmp.path();
-    let tag = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
     // `varies` writes what a file outside the store says: two builds of
     // one derivation can differ, as a tampered builder's would.
     let flag = dir.join("flag");
@@ -541,16 +543,10 @@ fn a_plain_nix_substitutes_only_what_the_policy_accepts() {
 /// graph, reported as signed by it; without the key it is not trusted.
 #[test]
 fn an_input_signed_by_a_named_nix_key_is_a_root() {
-    if !nix_available("build_trace_nix_key") {
+    let Some((provenix, tmp, tag)) = setup("build_trace_nix_key", "nix-key-root") else {
         return;
-    }
-    let provenix = provenix_bin();
-    let tmp = common::TempDir::new("nix-key-root");
+    };
     let dir = tmp.path();
-    let tag = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
     let expression = format!(
         r#"let
              mk = n: s: derivation {{ name = "provenix-root-${{n}}-{tag}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "PATH=/usr/bin:/bin; ${{s}}" ]; }};
